@@ -1,0 +1,61 @@
+"""Aligned host buffers and the numpy dtypes distrain moves over the wire.
+
+TensorFlow adopts a host buffer without copying (through DLPack, or as a ``numpy_function``
+result) only when it is aligned to 64 bytes; numpy's own allocations are aligned to 16.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ALIGNMENT", "aligned_empty", "is_aligned", "bfloat16", "wire_dtype_for",
+           "FLOAT_DTYPES"]
+
+ALIGNMENT = 64
+
+try:  # ml_dtypes ships with TensorFlow; distrain's numpy-only paths work without it.
+    from ml_dtypes import bfloat16
+except ImportError:  # pragma: no cover - TensorFlow always brings ml_dtypes
+    bfloat16 = None
+
+FLOAT_DTYPES = tuple(np.dtype(d) for d in ("float16", "float32", "float64")) + (
+    (np.dtype(bfloat16),) if bfloat16 is not None else ())
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """Allocates an uninitialised C-contiguous array whose data starts on a 64-byte boundary.
+
+    Args:
+        shape: the array's shape.
+        dtype: its dtype.
+
+    Returns:
+        A writable array that TensorFlow can adopt without a copy.
+    """
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    nbytes = count * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def is_aligned(array: np.ndarray) -> bool:
+    """True when ``array`` starts on a 64-byte boundary."""
+    return array.ctypes.data % ALIGNMENT == 0
+
+
+def wire_dtype_for(dtype, compression_dtype: str | None) -> np.dtype:
+    """The dtype a tensor travels in: the compression's for wider floats, else its own.
+
+    Args:
+        dtype: the tensor's dtype.
+        compression_dtype: ``"float16"``, ``"bfloat16"`` or None.
+
+    Returns:
+        The wire dtype.
+    """
+    dtype = np.dtype(dtype)
+    if compression_dtype is None or dtype not in FLOAT_DTYPES:
+        return dtype
+    wire = np.dtype(bfloat16) if compression_dtype == "bfloat16" else np.dtype(compression_dtype)
+    return wire if wire.itemsize < dtype.itemsize else dtype

@@ -1,0 +1,266 @@
+"""Who this process is: every environment variable distrain reads or sets, and launcher detection.
+
+A rank learns its place in the job from the variables its launcher exported. This module
+holds every such name, and every ``DISTRAIN_*`` setting, so the rest of distrain never spells
+an environment-variable name itself.
+
+Detection order (the first launcher whose variables are present wins):
+
+==========  ==============================================================================
+horovodrun  ``HOROVOD_RANK``/``HOROVOD_SIZE``/``HOROVOD_LOCAL_*``/``HOROVOD_CROSS_*``
+Open MPI    ``OMPI_COMM_WORLD_RANK``/``_SIZE``/``_LOCAL_RANK``/``_LOCAL_SIZE``
+Slurm       ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``/``SLURM_NODEID``/``SLURM_NNODES``
+MPICH       ``PMI_RANK``/``PMI_SIZE`` with Hydra's ``MPI_LOCALRANKID``/``MPI_LOCALNRANKS``
+none        a plain ``python`` process: rank 0 of 1
+==========  ==============================================================================
+
+Example:
+    >>> detect_world({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"}).rank
+    1
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Mapping
+
+__all__ = [
+    "World", "WorldError", "detect_world", "setting", "int_setting", "float_setting",
+    "tasks_per_node",
+]
+
+# --- distrain's own settings -------------------------------------------------------------
+BACKEND = "DISTRAIN_BACKEND"                      # mpi | horovod | local
+FUSION_THRESHOLD = "DISTRAIN_FUSION_THRESHOLD"    # bytes per fusion bucket
+CHUNK_BYTES = "DISTRAIN_CHUNK_BYTES"              # largest single MPI message
+CHECK_SIGNATURES = "DISTRAIN_CHECK_SIGNATURES"    # 0 turns the cross-rank shape check off
+STALL_WARNING_SECONDS = "DISTRAIN_STALL_WARNING_SECONDS"
+STALL_SHUTDOWN_SECONDS = "DISTRAIN_STALL_SHUTDOWN_SECONDS"
+THREADS = "DISTRAIN_THREADS"                      # TF intra-op threads per rank
+CACHE_DIR = "DISTRAIN_CACHE_DIR"                  # cost-model calibration cache
+RESTART_COUNT = "DISTRAIN_RESTART_COUNT"          # set by distrain-run on a relaunch
+LAUNCHER = "DISTRAIN_LAUNCHER"                    # set by distrain-run: "distrain-run"
+
+# --- horovodrun ----------------------------------------------------------------------------
+HOROVOD_RANK = "HOROVOD_RANK"
+HOROVOD_SIZE = "HOROVOD_SIZE"
+HOROVOD_LOCAL_RANK = "HOROVOD_LOCAL_RANK"
+HOROVOD_LOCAL_SIZE = "HOROVOD_LOCAL_SIZE"
+HOROVOD_CROSS_RANK = "HOROVOD_CROSS_RANK"
+HOROVOD_CROSS_SIZE = "HOROVOD_CROSS_SIZE"
+HOROVOD_CONTROLLER = "HOROVOD_CONTROLLER"         # "gloo" in Gloo mode
+HOROVOD_GLOO_RENDEZVOUS_ADDR = "HOROVOD_GLOO_RENDEZVOUS_ADDR"
+HOROVOD_FUSION_THRESHOLD = "HOROVOD_FUSION_THRESHOLD"
+
+# --- Open MPI (mpirun, and distrain-run which drives it) -----------------------------------
+OMPI_RANK = "OMPI_COMM_WORLD_RANK"
+OMPI_SIZE = "OMPI_COMM_WORLD_SIZE"
+OMPI_LOCAL_RANK = "OMPI_COMM_WORLD_LOCAL_RANK"
+OMPI_LOCAL_SIZE = "OMPI_COMM_WORLD_LOCAL_SIZE"
+OMPI_ALLOW_RUN_AS_ROOT = "OMPI_ALLOW_RUN_AS_ROOT"
+OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"
+OMPI_MCA_PREFIX = "OMPI_MCA_"
+
+# --- MPICH / Hydra / Intel MPI --------------------------------------------------------------
+PMI_RANK = "PMI_RANK"
+PMI_SIZE = "PMI_SIZE"
+MPICH_LOCAL_RANK = "MPI_LOCALRANKID"
+MPICH_LOCAL_SIZE = "MPI_LOCALNRANKS"
+
+# --- Slurm (srun) ---------------------------------------------------------------------------
+SLURM_PROCID = "SLURM_PROCID"
+SLURM_NTASKS = "SLURM_NTASKS"
+SLURM_LOCALID = "SLURM_LOCALID"
+SLURM_NODEID = "SLURM_NODEID"
+SLURM_NNODES = "SLURM_NNODES"
+SLURM_TASKS_PER_NODE = "SLURM_TASKS_PER_NODE"
+SLURM_JOB_ID = "SLURM_JOB_ID"
+
+# --- threading and TensorFlow ---------------------------------------------------------------
+OMP_NUM_THREADS = "OMP_NUM_THREADS"
+TF_NUM_INTRAOP_THREADS = "TF_NUM_INTRAOP_THREADS"
+TF_NUM_INTEROP_THREADS = "TF_NUM_INTEROP_THREADS"
+TF_CPP_MIN_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+
+# Variables a rank needs to see from its launcher, forwarded by distrain-run's ``-x``.
+FORWARDED_PREFIXES = ("DISTRAIN_", "HOROVOD_", "TF_", "OMP_", "PYTHON", "CUDA_", "LD_", "PATH")
+
+
+class WorldError(RuntimeError):
+    """The launcher's variables are contradictory or name an unusable setup."""
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """A rank's place in the job, as its launcher described it.
+
+    Attributes:
+        rank: global rank, 0 <= rank < size.
+        size: number of ranks in the job.
+        local_rank: rank among the ranks on this host.
+        local_size: number of ranks on this host.
+        cross_rank: index of this host among the hosts.
+        cross_size: number of hosts.
+        launcher: which launcher's variables were read: ``horovodrun``, ``openmpi``,
+            ``slurm``, ``mpich`` or ``none``.
+        gloo: True when horovodrun started the process in Gloo mode (no MPI world).
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+    cross_rank: int = 0
+    cross_size: int = 1
+    launcher: str = "none"
+    gloo: bool = False
+
+    def __post_init__(self):
+        if self.size < 1 or not 0 <= self.rank < self.size:
+            raise WorldError(f"{self.launcher} reports rank {self.rank} of size {self.size}")
+        if self.local_size < 1 or not 0 <= self.local_rank < self.local_size:
+            raise WorldError(
+                f"{self.launcher} reports local rank {self.local_rank} of local size "
+                f"{self.local_size}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    value = env.get(name)
+    if value is None or value == "":
+        if default is None:
+            raise WorldError(f"{name} is not set")
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise WorldError(f"{name}={value!r} is not an integer") from None
+
+
+def tasks_per_node(spec: str, node: int) -> int:
+    """Reads Slurm's compressed ``SLURM_TASKS_PER_NODE`` for one node.
+
+    Args:
+        spec: the value, e.g. ``"2(x3),1"`` (three nodes of 2 tasks, then one of 1).
+        node: index of the node.
+
+    Returns:
+        The number of tasks on that node.
+
+    Raises:
+        WorldError: the value is malformed or has no entry for ``node``.
+    """
+    index = 0
+    for part in spec.split(","):
+        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not match:
+            raise WorldError(f"{SLURM_TASKS_PER_NODE}={spec!r} is malformed")
+        count, repeat = int(match.group(1)), int(match.group(2) or 1)
+        if node < index + repeat:
+            return count
+        index += repeat
+    raise WorldError(f"{SLURM_TASKS_PER_NODE}={spec!r} has no entry for node {node}")
+
+
+def _homogeneous_cross(rank: int, size: int, local_size: int) -> tuple[int, int]:
+    """Host index and host count when every host runs ``local_size`` ranks in rank order."""
+    return rank // local_size, max(1, -(-size // local_size))
+
+
+def detect_world(env: Mapping[str, str] | None = None) -> World:
+    """Reads a rank's place in the job from its launcher's environment variables.
+
+    The cross rank and size given here assume ranks are placed by host in rank order; the MPI
+    backend replaces them with what MPI itself reports once it starts.
+
+    Args:
+        env: the environment to read; ``os.environ`` when omitted.
+
+    Returns:
+        The :class:`World` the launcher described; rank 0 of 1 when no launcher is detected.
+
+    Raises:
+        WorldError: a launcher's variables are present but malformed or contradictory.
+    """
+    env = os.environ if env is None else env
+    if HOROVOD_RANK in env:
+        rank, size = _int(env, HOROVOD_RANK), _int(env, HOROVOD_SIZE)
+        local_rank = _int(env, HOROVOD_LOCAL_RANK, 0)
+        local_size = _int(env, HOROVOD_LOCAL_SIZE, size)
+        cross = _homogeneous_cross(rank, size, local_size)
+        gloo = (env.get(HOROVOD_CONTROLLER, "").lower() == "gloo"
+                or HOROVOD_GLOO_RENDEZVOUS_ADDR in env)
+        return World(rank, size, local_rank, local_size,
+                     _int(env, HOROVOD_CROSS_RANK, cross[0]),
+                     _int(env, HOROVOD_CROSS_SIZE, cross[1]), "horovodrun", gloo)
+    if OMPI_RANK in env:
+        rank, size = _int(env, OMPI_RANK), _int(env, OMPI_SIZE)
+        local_rank = _int(env, OMPI_LOCAL_RANK, 0)
+        local_size = _int(env, OMPI_LOCAL_SIZE, size)
+        return World(rank, size, local_rank, local_size,
+                     *_homogeneous_cross(rank, size, local_size), "openmpi")
+    if SLURM_PROCID in env and SLURM_NTASKS in env:
+        rank, size = _int(env, SLURM_PROCID), _int(env, SLURM_NTASKS)
+        node = _int(env, SLURM_NODEID, 0)
+        spec = env.get(SLURM_TASKS_PER_NODE)
+        local_size = tasks_per_node(spec, node) if spec else size
+        return World(rank, size, _int(env, SLURM_LOCALID, 0), local_size, node,
+                     _int(env, SLURM_NNODES, 1), "slurm")
+    if PMI_RANK in env:
+        rank, size = _int(env, PMI_RANK), _int(env, PMI_SIZE)
+        local_rank = _int(env, MPICH_LOCAL_RANK, 0)
+        local_size = _int(env, MPICH_LOCAL_SIZE, size)
+        return World(rank, size, local_rank, local_size,
+                     *_homogeneous_cross(rank, size, local_size), "mpich")
+    return World()
+
+
+def setting(name: str, default: str | None = None, env: Mapping[str, str] | None = None):
+    """Returns a ``DISTRAIN_*`` (or other) setting's raw value, or ``default``."""
+    env = os.environ if env is None else env
+    value = env.get(name)
+    return default if value is None or value == "" else value
+
+
+def int_setting(name: str, default: int, env: Mapping[str, str] | None = None,
+                minimum: int | None = None) -> int:
+    """Returns an integer setting.
+
+    Args:
+        name: the variable's name.
+        default: the value when it is unset or empty.
+        env: the environment to read; ``os.environ`` when omitted.
+        minimum: the least acceptable value.
+
+    Returns:
+        The value.
+
+    Raises:
+        ValueError: the value is not an integer or is below ``minimum``.
+    """
+    raw = setting(name, None, env)
+    if raw is None:
+        return default
+    try:
+        value = int(float(raw)) if re.fullmatch(r"\d+(\.\d*)?[eE]\d+", raw) else int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def float_setting(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    """Returns a floating-point setting.
+
+    Raises:
+        ValueError: the value is not a number.
+    """
+    raw = setting(name, None, env)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None

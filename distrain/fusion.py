@@ -1,0 +1,114 @@
+"""Tensor fusion: how a list of tensors is cut into MPI messages.
+
+Small tensors are packed into one buffer per wire dtype ("bucket") up to the fusion threshold,
+so one collective carries many of them. Large tensors that need no cast are reduced straight
+from their own memory: copying them into a bucket would cost a pass over memory that the
+reduction itself does not need. Every message is then split into chunks of at most
+``chunk_bytes``, because mid-sized messages reduce faster than one very large one.
+
+The plan is a pure function of the tensors' shapes and dtypes, so every rank computes the same
+plan and issues the same collectives in the same order.
+
+Example:
+    >>> plan_fusion([(4,), (1 << 20,)], ["float32", "float32"], threshold=1024,
+    ...             direct_min_bytes=4096)
+    [Direct(index=1), Bucket(dtype=dtype('float32'), members=(0,), offsets=(0,), count=4)]
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from distrain.buffers import wire_dtype_for
+
+__all__ = ["Direct", "Bucket", "plan_fusion", "chunks", "DEFAULT_FUSION_THRESHOLD",
+           "DEFAULT_CHUNK_BYTES"]
+
+DEFAULT_FUSION_THRESHOLD = 64 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Direct:
+    """One tensor reduced from its own memory into a fresh output."""
+
+    index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """Tensors packed into one buffer of ``count`` elements of ``dtype``.
+
+    Attributes:
+        dtype: the wire dtype.
+        members: indices of the tensors, in packing order.
+        offsets: each member's first element in the buffer.
+        count: the buffer's length in elements.
+    """
+
+    dtype: np.dtype
+    members: tuple[int, ...]
+    offsets: tuple[int, ...]
+    count: int
+
+
+def plan_fusion(shapes: Sequence[Sequence[int]], dtypes: Sequence, threshold: int,
+                direct_min_bytes: int, compression_dtype: str | None = None):
+    """Cuts a tensor list into direct reductions and fusion buckets.
+
+    Args:
+        shapes: each tensor's shape.
+        dtypes: each tensor's dtype.
+        threshold: the most bytes one bucket holds; 0 puts every tensor in its own message.
+        direct_min_bytes: tensors this large that need no cast are reduced in place.
+        compression_dtype: the wire dtype of floating-point tensors, or None.
+
+    Returns:
+        A list of :class:`Direct` and :class:`Bucket`, in the order they are issued. Empty
+        tensors appear in none of them.
+    """
+    plan: list = []
+    open_buckets: dict[np.dtype, list[tuple[int, int]]] = {}
+    used: dict[np.dtype, int] = {}
+
+    def close(dtype):
+        members = open_buckets.pop(dtype)
+        del used[dtype]
+        offsets, cursor = [], 0
+        for _, count in members:
+            offsets.append(cursor)
+            cursor += count
+        plan.append(Bucket(dtype, tuple(m[0] for m in members), tuple(offsets), cursor))
+
+    for index, (shape, dtype) in enumerate(zip(shapes, dtypes)):
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count == 0:
+            continue
+        wire = wire_dtype_for(dtype, compression_dtype)
+        nbytes = count * wire.itemsize
+        if wire == dtype and nbytes >= direct_min_bytes:
+            plan.append(Direct(index))
+            continue
+        if wire in open_buckets and used[wire] + nbytes > threshold:
+            close(wire)
+        open_buckets.setdefault(wire, []).append((index, count))
+        used[wire] = used.get(wire, 0) + nbytes
+    for dtype in list(open_buckets):
+        close(dtype)
+    return plan
+
+
+def chunks(count: int, itemsize: int, chunk_bytes: int):
+    """Yields ``(start, stop)`` element ranges of at most ``chunk_bytes`` each.
+
+    Args:
+        count: elements in the message.
+        itemsize: bytes per element.
+        chunk_bytes: the most bytes in one range; 0 or less means one range.
+    """
+    step = count if chunk_bytes <= 0 else max(1, chunk_bytes // itemsize)
+    for start in range(0, count, step):
+        yield start, min(count, start + step)

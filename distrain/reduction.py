@@ -1,0 +1,167 @@
+"""The fused collective engine: pack, reduce or broadcast in chunks, unpack, scale.
+
+It works on numpy arrays and knows nothing of MPI: a *transport* moves the bytes. Each pass
+over memory is counted: a large tensor is reduced straight from its own memory into the
+output that is returned; small tensors pay one packing copy, into which the cast to the
+wire dtype and the averaging pre-scale are folded; unpacking is one more copy into outputs
+aligned for TensorFlow to adopt without copying again.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from distrain.buffers import ALIGNMENT, FLOAT_DTYPES, aligned_empty
+from distrain.fusion import Bucket, Direct, chunks, plan_fusion
+from distrain.ops import ReduceOp
+
+__all__ = ["Transport", "FusedEngine"]
+
+
+class Transport(Protocol):
+    """Moves contiguous 1-D buffers between ranks."""
+
+    size: int
+
+    def allreduce(self, send: np.ndarray | None, recv: np.ndarray, op: ReduceOp) -> None:
+        """Reduces ``send`` (or ``recv`` in place when ``send`` is None) into ``recv``."""
+
+    def bcast(self, buf: np.ndarray, root: int) -> None:
+        """Broadcasts a uint8 buffer from ``root``."""
+
+    def allgatherv(self, send: np.ndarray, recv: np.ndarray, counts: Sequence[int]) -> None:
+        """Gathers uint8 buffers of ``counts[r]`` bytes from each rank into ``recv``."""
+
+
+class FusedEngine:
+    """Runs grouped allreduce, broadcast and allgather over a transport.
+
+    Args:
+        transport: the byte mover.
+        fusion_threshold: the most bytes one fusion bucket holds.
+        chunk_bytes: the most bytes in one transport call.
+    """
+
+    def __init__(self, transport: Transport, fusion_threshold: int, chunk_bytes: int):
+        self.transport = transport
+        self.fusion_threshold = fusion_threshold
+        self.chunk_bytes = chunk_bytes
+        self._buffers: dict[np.dtype, np.ndarray] = {}
+        self.lock = threading.RLock()
+
+    def _fusion_buffer(self, dtype: np.dtype, count: int) -> np.ndarray:
+        buf = self._buffers.get(dtype)
+        if buf is None or buf.size < count:
+            buf = aligned_empty((max(count, 1),), dtype)
+            self._buffers[dtype] = buf
+        return buf[:count]
+
+    def _reduce(self, send: np.ndarray | None, recv: np.ndarray, op: ReduceOp) -> None:
+        for start, stop in chunks(recv.size, recv.itemsize, self.chunk_bytes):
+            self.transport.allreduce(None if send is None else send[start:stop],
+                                     recv[start:stop], op)
+
+    def allreduce(self, arrays: Sequence[np.ndarray], op: ReduceOp,
+                  compression_dtype: str | None = None) -> list[np.ndarray]:
+        """Reduces every array across ranks.
+
+        Args:
+            arrays: C-contiguous arrays, the same shapes and dtypes on every rank.
+            op: the reduction.
+            compression_dtype: the wire dtype of floating-point arrays, or None.
+
+        Returns:
+            New aligned arrays, one per input, with the inputs' shapes and dtypes.
+        """
+        size = self.transport.size
+        outputs: list = [None] * len(arrays)
+        plan = plan_fusion([a.shape for a in arrays], [a.dtype for a in arrays],
+                           self.fusion_threshold, self.chunk_bytes, compression_dtype)
+        with self.lock:
+            for group in plan:
+                if isinstance(group, Direct):
+                    src = arrays[group.index]
+                    out = aligned_empty(src.shape, src.dtype)
+                    self._reduce(src.reshape(-1), out.reshape(-1), op)
+                    outputs[group.index] = _finish_average(out, op, size)
+                else:
+                    self._reduce_bucket(arrays, group, op, outputs)
+        for i, a in enumerate(arrays):
+            if outputs[i] is None:  # empty tensors
+                outputs[i] = aligned_empty(a.shape, a.dtype)
+        return outputs
+
+    def _reduce_bucket(self, arrays, bucket: Bucket, op: ReduceOp, outputs: list) -> None:
+        size = self.transport.size
+        buf = self._fusion_buffer(bucket.dtype, bucket.count)
+        prescale = op is ReduceOp.AVERAGE and size > 1 and bucket.dtype in FLOAT_DTYPES
+        for index, offset in zip(bucket.members, bucket.offsets):
+            src = arrays[index].reshape(-1)
+            dst = buf[offset:offset + src.size]
+            if prescale:
+                np.multiply(src, np.float32(1.0 / size), out=dst, casting="unsafe")
+            else:
+                np.copyto(dst, src, casting="unsafe")
+        self._reduce(None, buf, op)
+        for index, offset in zip(bucket.members, bucket.offsets):
+            src = arrays[index]
+            out = aligned_empty(src.shape, src.dtype)
+            np.copyto(out.reshape(-1), buf[offset:offset + src.size], casting="unsafe")
+            outputs[index] = out if prescale else _finish_average(out, op, size)
+
+    def broadcast(self, arrays: Sequence[np.ndarray], root: int,
+                  is_root: bool) -> list[np.ndarray]:
+        """Broadcasts every array from ``root`` in one fused, chunked message.
+
+        Args:
+            arrays: C-contiguous arrays, the same shapes and dtypes on every rank.
+            root: the sending rank.
+            is_root: True on ``root``.
+
+        Returns:
+            Aligned arrays holding root's values (views of one buffer).
+        """
+        offsets, cursor = [], 0
+        for a in arrays:
+            offsets.append(cursor)
+            cursor += -(-a.nbytes // ALIGNMENT) * ALIGNMENT
+        buf = aligned_empty((cursor,), np.uint8)
+        if is_root:
+            for a, offset in zip(arrays, offsets):
+                buf[offset:offset + a.nbytes] = a.reshape(-1).view(np.uint8)
+        with self.lock:
+            for start, stop in chunks(cursor, 1, self.chunk_bytes):
+                self.transport.bcast(buf[start:stop], root)
+        return [buf[o:o + a.nbytes].view(a.dtype).reshape(a.shape)
+                for a, o in zip(arrays, offsets)]
+
+    def allgather(self, array: np.ndarray, first_dims: Sequence[int]) -> np.ndarray:
+        """Concatenates every rank's array along the first dimension.
+
+        Args:
+            array: this rank's C-contiguous array (at least 1-D).
+            first_dims: every rank's first dimension, in rank order.
+
+        Returns:
+            An aligned array of shape ``(sum(first_dims),) + array.shape[1:]``.
+        """
+        row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.itemsize
+        out = aligned_empty((int(sum(first_dims)),) + tuple(array.shape[1:]), array.dtype)
+        with self.lock:
+            self.transport.allgatherv(array.reshape(-1).view(np.uint8),
+                                      out.reshape(-1).view(np.uint8),
+                                      [d * row_bytes for d in first_dims])
+        return out
+
+
+def _finish_average(out: np.ndarray, op: ReduceOp, size: int) -> np.ndarray:
+    """Turns a sum into a mean in place: floats scale, integers round toward zero."""
+    if op is not ReduceOp.AVERAGE or size == 1:
+        return out
+    if out.dtype in FLOAT_DTYPES:
+        np.multiply(out, np.asarray(1.0 / size, out.dtype), out=out)
+    else:
+        out[...] = np.trunc(out / size)
+    return out

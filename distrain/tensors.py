@@ -1,0 +1,132 @@
+"""Moving values between numpy, TensorFlow tensors and variables without needless copies.
+
+- An eager tensor's memory is read through ``np.asarray`` (no copy).
+- A result goes back to TensorFlow through DLPack, which adopts the aligned buffer distrain
+  allocated (no copy); dtypes DLPack cannot carry (bfloat16) are converted with a copy.
+- Inside ``tf.function`` a collective becomes one ``tf.numpy_function`` op. Such ops are
+  stateful, so TensorFlow's automatic control dependencies run them in program order on every
+  rank, which keeps collectives in the same order across ranks.
+
+TensorFlow is imported only when a TensorFlow value is passed.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+
+from distrain.buffers import is_aligned
+
+__all__ = ["Kind", "kind_of", "to_numpy", "from_numpy", "is_symbolic", "is_indexed_slices",
+           "graph_collective"]
+
+
+class Kind:
+    """What a caller passed, so the result comes back as the same kind."""
+
+    NUMPY = "numpy"
+    TENSOR = "tensor"      # tf.Tensor; tf.Variable results come back as tf.Tensor too
+
+
+def _tf():
+    return sys.modules.get("tensorflow")
+
+
+def kind_of(value) -> str:
+    """Returns :attr:`Kind.TENSOR` for TensorFlow values, else :attr:`Kind.NUMPY`."""
+    tf = _tf()
+    if tf is not None and isinstance(value, (tf.Tensor, tf.Variable)):
+        return Kind.TENSOR
+    return Kind.NUMPY
+
+
+def is_indexed_slices(value) -> bool:
+    """True for ``tf.IndexedSlices`` (the sparse gradients of an Embedding layer)."""
+    tf = _tf()
+    return tf is not None and isinstance(value, tf.IndexedSlices)
+
+
+def is_symbolic(values: Sequence) -> bool:
+    """True when any value is a graph tensor (inside ``tf.function``)."""
+    tf = _tf()
+    if tf is None:
+        return False
+    return any(isinstance(v, (tf.Tensor, tf.Variable)) and not tf.executing_eagerly()
+               for v in values)
+
+
+def to_numpy(value) -> np.ndarray:
+    """A C-contiguous numpy view of ``value`` (a copy only where no view exists).
+
+    Args:
+        value: a numpy array, Python number or list, tf.Tensor or tf.Variable.
+
+    Returns:
+        The array.
+
+    Raises:
+        TypeError: the value is not numeric.
+    """
+    tf = _tf()
+    if tf is not None and isinstance(value, tf.Variable):
+        value = value.read_value()
+    try:
+        array = np.asarray(value)
+    except ValueError:  # bfloat16 tensors expose no __array__ buffer; .numpy() copies
+        array = value.numpy()
+    if array.dtype == object or array.dtype.kind in "US" or (
+            array.dtype.kind == "V" and array.dtype.name != "bfloat16"):
+        raise TypeError(f"collectives take numeric tensors, not {type(value).__name__} of "
+                        f"dtype {array.dtype}")
+    return _contiguous(array)
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    # np.ascontiguousarray would turn a 0-d array into a 1-d one.
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def from_numpy(array: np.ndarray, kind: str):
+    """Returns ``array`` as the kind the caller passed in.
+
+    Args:
+        array: a result, aligned when it came from distrain.
+        kind: :attr:`Kind.NUMPY` or :attr:`Kind.TENSOR`.
+
+    Returns:
+        ``array`` itself, or a tf.Tensor sharing its memory where DLPack allows.
+    """
+    if kind == Kind.NUMPY:
+        return array
+    tf = _tf()
+    if array.size and is_aligned(array) and array.dtype.kind in "fiub" and \
+            array.dtype.name != "bfloat16" and array.flags.c_contiguous:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.convert_to_tensor(array)
+
+
+def graph_collective(fn: Callable[[list[np.ndarray]], list[np.ndarray]], inputs: Sequence,
+                     out_shapes: Sequence, name: str | None = None) -> list:
+    """Runs a numpy-level collective as one op inside ``tf.function``.
+
+    Args:
+        fn: takes the inputs as numpy arrays, returns the results.
+        inputs: graph tensors.
+        out_shapes: the static shape of each result (None entries for unknown dims).
+        name: the op's name.
+
+    Returns:
+        Graph tensors, one per result, with the inputs' dtypes and the given static shapes.
+    """
+    tf = _tf()
+    inputs = [tf.convert_to_tensor(v) if isinstance(v, tf.Variable) else v for v in inputs]
+
+    def run(*arrays):
+        return fn([_contiguous(np.asarray(a)) for a in arrays])
+
+    outputs = tf.numpy_function(run, list(inputs), [v.dtype for v in inputs],
+                                stateful=True, name=name)
+    for out, shape in zip(outputs, out_shapes):
+        out.set_shape(shape)
+    return list(outputs)
