@@ -1,0 +1,49 @@
+"""Shared helpers: running programs under a real mpirun with a timeout."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from distrain import environment as env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def mpirun_argv(np_: int) -> list[str]:
+    """``mpirun -np N`` for this machine: root allowed, oversubscribed past the cores."""
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        pytest.fail("mpirun is not on PATH: install distrain with its dependencies "
+                    "(pip install -e '.[test]') or a system MPI")
+    argv = [mpirun, "-np", str(np_)]
+    if os.geteuid() == 0:
+        argv.append("--allow-run-as-root")
+    if np_ > (os.cpu_count() or 1):
+        argv.append("--oversubscribe")
+    return argv
+
+
+def rank_env(np_: int, **extra: str) -> dict[str, str]:
+    """The environment for ranks: a fair thread share each, quiet TensorFlow."""
+    child = dict(os.environ)
+    threads = str(max(1, (os.cpu_count() or 1) // np_))
+    child.update({env.OMP_NUM_THREADS: threads, env.TF_NUM_INTRAOP_THREADS: threads,
+                  env.TF_NUM_INTEROP_THREADS: "1", env.TF_CPP_MIN_LOG_LEVEL: "3",
+                  "PYTHONPATH": ROOT + os.pathsep + child.get("PYTHONPATH", "")})
+    child.update(extra)
+    return child
+
+
+def run_mpi(np_: int, args: list[str], timeout: float, **extra_env: str):
+    """Runs ``mpirun -np N python ARGS``; a hang becomes a test failure after ``timeout``."""
+    try:
+        return subprocess.run(mpirun_argv(np_) + [sys.executable] + args, cwd=ROOT,
+                              env=rank_env(np_, **extra_env), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"mpirun -np {np_} {' '.join(args)} did not finish in {timeout} s:\n"
+                    f"{(exc.stdout or b'')[-3000:]!r}\n{(exc.stderr or b'')[-3000:]!r}")

@@ -1,0 +1,271 @@
+"""Collective checks run on every rank under a real mpirun (see tests/test_mpi_suite.py).
+
+Each rank builds its inputs from its rank, so every rank can compute the expected result of
+the whole world with numpy and compare. Values are small integers (exact in float16 and
+bfloat16) unless a test says otherwise.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import distrain as hvd
+from distrain.buffers import bfloat16
+
+hvd.init()
+RANK, SIZE = hvd.rank(), hvd.size()
+DTYPES = ["float16", "bfloat16", "float32", "float64", "int32", "int64"]
+OPS = [hvd.Average, hvd.Sum, hvd.Min, hvd.Max]
+KINDS = ["numpy", "tensor", "variable"]
+
+
+def np_dtype(name):
+    return np.dtype(bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
+def value_of(rank, shape, dtype, salt=0):
+    count = int(np.prod(shape))
+    base = (np.arange(count) * 7 + salt) % 11 - 5 + rank * 3
+    return base.reshape(shape).astype(np_dtype(dtype))
+
+
+def expected(shape, dtype, op, salt=0):
+    stack = np.stack([value_of(r, shape, dtype, salt).astype(np.float64) for r in range(SIZE)])
+    if op is hvd.Sum:
+        out = stack.sum(0)
+    elif op is hvd.Min:
+        out = stack.min(0)
+    elif op is hvd.Max:
+        out = stack.max(0)
+    else:
+        out = stack.sum(0) / SIZE
+        if np_dtype(dtype).kind in "iu":
+            out = np.trunc(out)
+    return out
+
+
+def wrap(array, kind):
+    if kind == "numpy":
+        return array
+    tensor = tf.constant(array)
+    return tf.Variable(tensor) if kind == "variable" else tensor
+
+
+def unwrap(value, kind):
+    if kind == "numpy":
+        assert isinstance(value, np.ndarray)
+        return value
+    assert isinstance(value, tf.Tensor), type(value)
+    return value.numpy()
+
+
+def check(actual, want, dtype, shape):
+    actual = np.asarray(actual)
+    assert actual.dtype == np_dtype(dtype), (actual.dtype, dtype)
+    assert actual.shape == tuple(shape)
+    tol = {"float16": 1e-3, "bfloat16": 1e-2}.get(dtype, 1e-6)
+    np.testing.assert_allclose(actual.astype(np.float64), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("op", OPS, ids=lambda o: o.name)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_allreduce_every_op_dtype_kind(dtype, op, kind):
+    shape = (3, 5)
+    result = hvd.allreduce(wrap(value_of(RANK, shape, dtype), kind), op=op, name="t")
+    check(unwrap(result, kind), expected(shape, dtype, op), dtype, shape)
+
+
+@pytest.mark.parametrize("compression", ["fp16", "bf16"])
+@pytest.mark.parametrize("op", OPS, ids=lambda o: o.name)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_allreduce_compressed(dtype, op, compression):
+    shape = (4, 300)  # exact small integers survive the narrow wire type
+    codec = hvd.Compression.by_name(compression)
+    result = hvd.allreduce(tf.constant(value_of(RANK, shape, dtype)), op=op,
+                           compression=codec)
+    check(result.numpy(), expected(shape, dtype, op), dtype, shape)
+
+
+def test_compression_rounds_like_the_wire_type():
+    x = np.full((1000,), 1.0 + 2.0 ** -12 + RANK * 2.0 ** -20, np.float32)
+    result = hvd.allreduce(x, op=hvd.Sum, compression=hvd.Compression.fp16)
+    want = sum(np.float32(np.float16(1.0 + 2.0 ** -12 + r * 2.0 ** -20)) for r in range(SIZE))
+    np.testing.assert_allclose(result, want, rtol=2e-3)
+    assert result.dtype == np.float32
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (0, 4), (1,), (1 << 19,)],
+                         ids=["scalar", "empty", "empty2d", "one", "large"])
+@pytest.mark.parametrize("dtype", ["float32", "int64", "float16"])
+def test_allreduce_shapes(shape, dtype):
+    for op in OPS:
+        result = hvd.allreduce(tf.constant(value_of(RANK, shape, dtype)), op=op)
+        check(result.numpy(), expected(shape, dtype, op), dtype, shape)
+
+
+@pytest.mark.parametrize("threshold", [0, 4096, 64 << 20])
+@pytest.mark.parametrize("compression", ["none", "fp16"])
+def test_grouped_allreduce_hundreds_of_mixed_tensors(threshold, compression):
+    rng = np.random.default_rng(1234)  # the same list of shapes on every rank
+    specs = []
+    for i in range(300):
+        dtype = DTYPES[rng.integers(len(DTYPES))]
+        ndim = int(rng.integers(0, 4))
+        shape = tuple(int(d) for d in rng.integers(0, 9, size=ndim))
+        if i % 50 == 7:
+            shape = (300_000,)  # past the 1 MiB direct-reduction size
+        specs.append((shape, dtype))
+    engine = hvd.collectives.backend().engine
+    saved = engine.fusion_threshold
+    engine.fusion_threshold = threshold
+    try:
+        inputs = [wrap(value_of(RANK, s, d, salt=i), KINDS[i % 3])
+                  for i, (s, d) in enumerate(specs)]
+        results = hvd.grouped_allreduce(inputs, op=hvd.Average, compression=compression)
+    finally:
+        engine.fusion_threshold = saved
+    assert len(results) == len(specs)
+    for i, ((shape, dtype), result) in enumerate(zip(specs, results)):
+        check(unwrap(result, KINDS[i % 3]), expected(shape, dtype, hvd.Average, salt=i),
+              dtype, shape)
+
+
+def test_random_floats_average_matches_numpy():
+    shapes = [(64, 33), (5,), (1 << 18,)]
+    data = [[np.random.default_rng(r * 100 + i).standard_normal(s).astype(np.float32)
+             for i, s in enumerate(shapes)] for r in range(SIZE)]
+    results = hvd.grouped_allreduce([tf.constant(a) for a in data[RANK]])
+    for i, result in enumerate(results):
+        want = np.mean([data[r][i].astype(np.float64) for r in range(SIZE)], axis=0)
+        np.testing.assert_allclose(result.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_broadcast_every_root(dtype, kind):
+    for root in range(SIZE):
+        for shape in [(2, 3), (), (0,), (1 << 18,)]:
+            result = hvd.broadcast(wrap(value_of(RANK, shape, dtype), kind), root_rank=root)
+            check(unwrap(result, kind), value_of(root, shape, dtype).astype(np.float64),
+                  dtype, shape)
+
+
+def test_broadcast_variables_every_root():
+    import keras
+    for root in range(SIZE):
+        tf_vars = [tf.Variable(value_of(RANK, s, "float32", salt=i))
+                   for i, s in enumerate([(3, 3), (7,), ()])]
+        keras_var = keras.Variable(value_of(RANK, (4, 2), "float32"))
+        hvd.broadcast_variables(tf_vars + [keras_var], root_rank=root)
+        for i, (v, s) in enumerate(zip(tf_vars, [(3, 3), (7,), ()])):
+            np.testing.assert_array_equal(v.numpy(), value_of(root, s, "float32", salt=i))
+        np.testing.assert_array_equal(np.asarray(keras_var.value),
+                                      value_of(root, (4, 2), "float32"))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "tensor"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_allgather_uneven_first_dimension(dtype, kind):
+    rows = [(r * 2 + 1) % 4 for r in range(SIZE)]  # includes a rank with 3 rows and with 1
+    rows[-1] = 0 if SIZE > 2 else rows[-1]          # and an empty contribution
+    mine = value_of(RANK, (rows[RANK], 3), dtype)
+    result = unwrap(hvd.allgather(wrap(mine, kind)), kind)
+    want = np.concatenate([value_of(r, (rows[r], 3), dtype) for r in range(SIZE)])
+    check(result, want.astype(np.float64), dtype, want.shape)
+
+
+def test_allgather_scalar_counts_as_one_row():
+    result = hvd.allgather(np.int64(RANK * 10))
+    np.testing.assert_array_equal(result, np.arange(SIZE) * 10)
+
+
+def test_indexed_slices_are_gathered():
+    values = tf.constant(value_of(RANK, (2, 4), "float32"))
+    indices = tf.constant([RANK, (RANK + 1) % 5], tf.int64)
+    slices = tf.IndexedSlices(values, indices, dense_shape=tf.constant([5, 4], tf.int64))
+    for op in (hvd.Sum, hvd.Average):
+        result = hvd.allreduce(slices, op=op)
+        assert isinstance(result, tf.IndexedSlices)
+        dense = tf.convert_to_tensor(result).numpy()
+        want = np.zeros((5, 4))
+        for r in range(SIZE):
+            for row, index in enumerate([r, (r + 1) % 5]):
+                want[index] += value_of(r, (2, 4), "float32")[row]
+        np.testing.assert_allclose(dense, want / (SIZE if op is hvd.Average else 1))
+    with pytest.raises(ValueError, match="summed or averaged"):
+        hvd.allreduce(slices, op=hvd.Max)
+
+
+def test_inside_tf_function():
+    @tf.function
+    def step(a, b, c):
+        summed = hvd.grouped_allreduce([a, b], op=hvd.Sum)
+        gathered = hvd.allgather(c)
+        root = hvd.broadcast(a, root_rank=SIZE - 1)
+        return summed, gathered, root
+
+    a = tf.constant(value_of(RANK, (3, 2), "float32"))
+    b = tf.constant(value_of(RANK, (4,), "int32"))
+    c = tf.constant(value_of(RANK, (RANK + 1, 2), "float64"))
+    for _ in range(3):  # traced once, run three times
+        (sa, sb), gathered, root = step(a, b, c)
+        check(sa.numpy(), expected((3, 2), "float32", hvd.Sum), "float32", (3, 2))
+        check(sb.numpy(), expected((4,), "int32", hvd.Sum), "int32", (4,))
+        want = np.concatenate([value_of(r, (r + 1, 2), "float64") for r in range(SIZE)])
+        check(gathered.numpy(), want, "float64", want.shape)
+        check(root.numpy(), value_of(SIZE - 1, (3, 2), "float32"), "float32", (3, 2))
+    assert step.experimental_get_tracing_count() == 1
+
+
+def test_prescale_and_postscale():
+    x = value_of(RANK, (6,), "float32")
+    result = hvd.allreduce(x, op=hvd.Sum, prescale_factor=2.0, postscale_factor=0.5)
+    np.testing.assert_allclose(result, expected((6,), "float32", hvd.Sum))
+
+
+needs_two = pytest.mark.skipif(SIZE == 1, reason="a cross-rank mismatch needs two ranks")
+
+
+@needs_two
+def test_mismatched_shapes_name_the_ranks():
+    with pytest.raises(hvd.CollectiveMismatchError) as info:
+        hvd.allreduce(np.zeros((2, 3 + (RANK == SIZE - 1)), np.float32), name="grad/w")
+    message = str(info.value)
+    assert "grad/w" in message and "tensor 0 differs" in message
+    assert f"rank {SIZE - 1} has float32[2, 4]" in message
+    # The world is still usable afterwards.
+    np.testing.assert_array_equal(hvd.allreduce(np.ones(2), op=hvd.Sum), np.full(2, SIZE))
+
+
+@needs_two
+def test_mismatched_dtypes_and_counts_are_caught():
+    dtype = np.float64 if RANK == 0 else np.float32
+    with pytest.raises(hvd.CollectiveMismatchError, match="rank 0 has float64"):
+        hvd.allreduce(np.zeros(3, dtype))
+    with pytest.raises(hvd.CollectiveMismatchError, match="tensor counts differ"):
+        hvd.grouped_allreduce([np.zeros(2)] * (1 + (RANK == 0)))
+    with pytest.raises(hvd.CollectiveMismatchError, match="dimensions|float32"):
+        hvd.allgather(np.zeros((1, 2 + RANK), np.float32))
+    with pytest.raises(hvd.CollectiveMismatchError, match="root 0.*root 1"):
+        hvd.broadcast(np.zeros(2), root_rank=RANK % 2)
+
+
+def test_bad_arguments_raise_before_communicating():
+    with pytest.raises(ValueError, match="unknown reduction op 'median'"):
+        hvd.allreduce(np.ones(2), op="median")
+    with pytest.raises(ValueError, match="out of range"):
+        hvd.broadcast(np.ones(2), root_rank=SIZE)
+    with pytest.raises(ValueError, match="out of range"):
+        hvd.broadcast(np.ones(2), root_rank=-1)
+    with pytest.raises(ValueError, match="unknown compression"):
+        hvd.allreduce(np.ones(2), compression="int8")
+    with pytest.raises(TypeError, match="numeric"):
+        hvd.allreduce(np.array(["a", "b"]))
+
+
+def test_world_matches_mpi():
+    from mpi4py import MPI
+    assert (RANK, SIZE) == (MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size())
+    assert hvd.local_size() == SIZE and hvd.local_rank() == RANK  # one host
+    assert (hvd.cross_rank(), hvd.cross_size()) == (0, 1)
+    hvd.barrier()

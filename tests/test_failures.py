@@ -1,0 +1,57 @@
+"""What happens when a rank fails or stalls: the job ends, with the reason, never hangs."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import rank_env, run_mpi
+
+CRASH = """
+import distrain as hvd, numpy as np
+hvd.init()
+hvd.barrier()
+if hvd.rank() == 1:
+    raise RuntimeError("injected failure on rank 1")
+hvd.allreduce(np.ones(3))   # rank 0 would wait here forever without fail-fast
+"""
+
+STALL = """
+import time, distrain as hvd, numpy as np
+hvd.init()
+if hvd.rank() == 1:
+    time.sleep(60)          # never reaches the collective in time
+hvd.allreduce(np.ones(3), name="grad/late")
+"""
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(60)
+def test_uncaught_exception_on_one_rank_aborts_every_rank():
+    start = time.monotonic()
+    result = run_mpi(2, ["-c", CRASH], timeout=45)
+    assert result.returncode != 0
+    assert "[rank 1] RuntimeError: injected failure on rank 1" in result.stderr
+    assert "aborting every rank" in result.stderr
+    assert time.monotonic() - start < 40
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(60)
+def test_stall_is_reported_with_missing_ranks_then_aborted():
+    result = run_mpi(3, ["-c", STALL], timeout=45, DISTRAIN_STALL_WARNING_SECONDS="1",
+                     DISTRAIN_STALL_SHUTDOWN_SECONDS="4")
+    assert result.returncode != 0
+    assert "ranks not joined: 1" in result.stderr, result.stderr[-2000:]
+    assert "grad/late" in result.stderr
+    assert "DISTRAIN_STALL_SHUTDOWN_SECONDS=4; aborting the job" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_launcher_world_that_mpi_does_not_see_is_an_error():
+    # Variables of a 2-rank MPICH launch, but no launcher: MPI starts a world of one.
+    child = rank_env(1, PMI_RANK="0", PMI_SIZE="2", DISTRAIN_BACKEND="mpi")
+    result = subprocess.run([sys.executable, "-c", "import distrain; distrain.init()"],
+                            env=child, capture_output=True, text=True, timeout=45)
+    assert result.returncode != 0
+    assert "mpich started 2 ranks but MPI reports a world of 1" in result.stderr
