@@ -41,6 +41,10 @@ class Backend:
         """Concatenates every rank's array along its first dimension."""
         raise NotImplementedError
 
+    def gather_objects(self, obj) -> list:
+        """Every rank's small picklable ``obj``, in rank order (for control data only)."""
+        raise NotImplementedError
+
     def barrier(self) -> None:
         """Returns once every rank has called it."""
         raise NotImplementedError

@@ -72,6 +72,9 @@ class HorovodBackend(Backend):
     def allgather(self, array, label):
         return np.asarray(self.hvd.allgather(self._tensor(array)))
 
+    def gather_objects(self, obj):
+        return list(self.hvd.allgather_object(obj))
+
     def barrier(self):
         barrier = getattr(self.hvd, "barrier", None)
         if barrier is not None:

@@ -200,6 +200,10 @@ class MPIBackend(Backend):
                                       map(str, array.shape[1:])) + "]"]))
         return self.engine.allgather(array, records[:, 1].tolist())
 
+    def gather_objects(self, obj):
+        self._negotiate("gather_objects", "", "gather_objects")
+        return self.comm.allgather(obj)
+
     def barrier(self):
         self._negotiate("barrier", "", "barrier")
         self.comm.Barrier()

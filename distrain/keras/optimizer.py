@@ -1,0 +1,77 @@
+"""``DistributedOptimizer``: a Keras optimizer whose updates use rank-averaged gradients.
+
+The optimizer's own class is subclassed once per class, overriding the one method every
+Keras training path goes through: ``apply`` in Keras 3 (``apply_gradients`` and
+``model.fit`` both call it) and ``apply_gradients`` in Keras 2. The instance is rebuilt from
+the original's config, so it is an ordinary ``SGD``/``Adam``/... for ``compile``, ``fit`` and
+saving.
+"""
+from __future__ import annotations
+
+from distrain.keras_compat import is_keras3
+from distrain.ops import Average, Compression
+from distrain.tensorflow import reduce_gradients
+
+__all__ = ["DistributedOptimizer"]
+
+_CLASSES: dict = {}
+
+
+def _distributed_class(base):
+    if base in _CLASSES:
+        return _CLASSES[base]
+    if is_keras3():
+        def apply(self, grads, trainable_variables=None):
+            grads = reduce_gradients(grads, self._distrain_compression,
+                                     self._distrain_sparse_as_dense, self._distrain_op,
+                                     name="optimizer gradients")
+            return base.apply(self, grads, trainable_variables)
+        methods = {"apply": apply}
+    else:
+        def apply_gradients(self, grads_and_vars, *args, **kwargs):
+            grads_and_vars = list(grads_and_vars)
+            grads = reduce_gradients([g for g, _ in grads_and_vars],
+                                     self._distrain_compression,
+                                     self._distrain_sparse_as_dense, self._distrain_op,
+                                     name="optimizer gradients")
+            return base.apply_gradients(self, list(zip(grads, [v for _, v in grads_and_vars])),
+                                        *args, **kwargs)
+        methods = {"apply_gradients": apply_gradients}
+    cls = type(base.__name__, (base,), dict(methods, __module__=base.__module__,
+                                            __doc__=f"{base.__name__}, rank-averaged."))
+    _CLASSES[base] = cls
+    return cls
+
+
+def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse="",
+                         compression=Compression.none, sparse_as_dense=False, op=Average,
+                         backward_passes_per_step=1, **unused):
+    """Returns a copy of ``optimizer`` that averages gradients across ranks before applying.
+
+    Args:
+        optimizer: a Keras optimizer (not yet used for training).
+        name: a new name for the optimizer.
+        device_dense, device_sparse: accepted for Horovod compatibility; ignored.
+        compression: ``Compression.none``, ``.fp16`` or ``.bf16``.
+        sparse_as_dense: reduce tf.IndexedSlices as dense tensors.
+        op: ``Average`` (default) or ``Sum``.
+        backward_passes_per_step: only 1 is supported.
+
+    Returns:
+        The distributed optimizer.
+
+    Raises:
+        ValueError: ``backward_passes_per_step`` is not 1.
+    """
+    if backward_passes_per_step != 1:
+        raise ValueError("distrain's DistributedOptimizer reduces every step; "
+                         "backward_passes_per_step must be 1 (accumulate gradients in "
+                         "your own loop and call distrain.grouped_allreduce instead)")
+    config = optimizer.get_config()
+    if name is not None:
+        config["name"] = name
+    distributed = _distributed_class(type(optimizer)).from_config(config)
+    distributed._distrain_compression = compression
+    distributed._distrain_sparse_as_dense = sparse_as_dense
+    distributed._distrain_op = op
+    return distributed

@@ -1,0 +1,192 @@
+"""The training program's configuration: one dataclass, built from argv or in Python.
+
+Validation happens here, before TensorFlow is imported, so bad input costs nothing.
+
+Example:
+    >>> cfg = TrainConfig(model="cnn", dataset="digits", epochs=2)
+    >>> cfg.global_batch_size(4)
+    128
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+
+from distrain.errors import UsageError
+
+__all__ = ["TrainConfig", "build_parser", "config_from_argv", "BUILTIN_MODELS",
+           "BUILTIN_DATASETS"]
+
+BUILTIN_MODELS = ("mlp", "cnn", "resnet")
+BUILTIN_DATASETS = ("synthetic", "digits")
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs.
+
+    Attributes:
+        model: ``mlp``, ``cnn``, ``resnet`` or ``package.module:factory``.
+        dataset: ``synthetic``, ``digits`` or ``npz:PATH``.
+        epochs: passes over the training data.
+        steps_per_epoch: stop an epoch after this many steps (None: the whole shard).
+        batch_size: samples per rank per step; the global batch is this times the size.
+        learning_rate: the base rate, before scaling by the number of ranks.
+        optimizer: ``sgd`` or ``adam``.
+        momentum: SGD momentum.
+        scale_lr: multiply the rate by the number of ranks (Horovod's rule).
+        warmup_epochs: ramp the scaled rate up from the base rate over this many epochs.
+        compression: ``none``, ``fp16`` or ``bf16`` for the gradient allreduce.
+        mixed_precision: compute in bfloat16, keep variables in float32.
+        seed: the base seed; each rank derives its own from it.
+        threads: TensorFlow intra-op threads per rank (None: cores / ranks on the host).
+        checkpoint_dir: where rank 0 writes checkpoints (None: no checkpoints).
+        checkpoint_every: save every this many steps (0: only at the end).
+        resume: restore the checkpoint in ``checkpoint_dir`` before training.
+        check_consistency: every this many steps check all ranks hold the same weights.
+        synthetic_samples: the size of the synthetic training set.
+        backend: ``auto``, ``mpi``, ``horovod`` or ``local``.
+        verbose: let every rank print, not only rank 0.
+        timing_warmup: steps left out of the timing report.
+        report_every: print the timing report every this many steps (0: at the end).
+        report: write the timing report as JSON here.
+        timeline: write a Chrome trace of every rank's phases here.
+        plot: draw the per-rank phase bars here (PNG).
+        calibrate: redo the cost model's allreduce calibration.
+        cost_model: predict the step time and print it beside the measured one.
+    """
+
+    model: str = "mlp"
+    dataset: str = "synthetic"
+    epochs: int = 1
+    steps_per_epoch: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    scale_lr: bool = True
+    warmup_epochs: float = 1.0
+    compression: str = "none"
+    mixed_precision: bool = False
+    seed: int = 42
+    threads: int | None = None
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    resume: bool = False
+    check_consistency: int = 0
+    synthetic_samples: int = 4096
+    backend: str = "auto"
+    verbose: bool = False
+    timing_warmup: int = 2
+    report_every: int = 0
+    report: str | None = None
+    timeline: str | None = None
+    plot: str | None = None
+    calibrate: bool = False
+    cost_model: bool = True
+
+    def __post_init__(self):
+        positive = {"epochs": self.epochs, "batch-size": self.batch_size,
+                    "synthetic-samples": self.synthetic_samples}
+        for flag, value in positive.items():
+            if not isinstance(value, int) or value <= 0:
+                raise UsageError(f"--{flag} must be a positive integer, got {value!r}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
+            raise UsageError(f"--steps-per-epoch must be positive, got {self.steps_per_epoch}")
+        for flag, value in {"checkpoint-every": self.checkpoint_every,
+                            "check-consistency": self.check_consistency,
+                            "timing-warmup": self.timing_warmup,
+                            "report-every": self.report_every}.items():
+            if value < 0:
+                raise UsageError(f"--{flag} must be 0 or more, got {value}")
+        if self.threads is not None and self.threads <= 0:
+            raise UsageError(f"--threads must be positive, got {self.threads}")
+        if not self.learning_rate > 0:
+            raise UsageError(f"--lr must be positive, got {self.learning_rate}")
+        if self.warmup_epochs < 0:
+            raise UsageError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
+        if self.model not in BUILTIN_MODELS and not _FACTORY.fullmatch(self.model):
+            raise UsageError(f"unknown model {self.model!r}: use one of "
+                             f"{', '.join(BUILTIN_MODELS)} or package.module:factory")
+        if self.dataset not in BUILTIN_DATASETS and not self.dataset.startswith("npz:"):
+            raise UsageError(f"unknown dataset {self.dataset!r}: use synthetic, digits or "
+                             f"npz:PATH")
+        if self.dataset.startswith("npz:") and not os.path.isfile(self.dataset[4:]):
+            raise UsageError(f"dataset file {self.dataset[4:]!r} does not exist: give "
+                             f"npz:PATH of a .npz with x_train and y_train")
+        if self.optimizer not in ("sgd", "adam"):
+            raise UsageError(f"unknown optimizer {self.optimizer!r}: use sgd or adam")
+        if self.compression not in ("none", "fp16", "bf16"):
+            raise UsageError(f"unknown compression {self.compression!r}: use none, fp16, bf16")
+        if self.backend not in ("auto", "mpi", "horovod", "local"):
+            raise UsageError(f"unknown backend {self.backend!r}: use auto, mpi, horovod or "
+                             f"local")
+        if (self.resume or self.checkpoint_every) and not self.checkpoint_dir:
+            raise UsageError("--resume and --checkpoint-every need --checkpoint-dir DIR")
+
+    def global_batch_size(self, size: int) -> int:
+        """The samples of one step across ``size`` ranks."""
+        return self.batch_size * size
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m distrain.train`` argument parser (errors raise :class:`UsageError`)."""
+    p = _Parser(prog="python -m distrain.train",
+                description="Data-parallel Keras training over MPI. Launch with distrain-run, "
+                            "mpirun, horovodrun or srun, or run alone as one rank.")
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model,
+                   help="mlp, cnn, resnet, or package.module:factory (default %(default)s)")
+    p.add_argument("--dataset", default=d.dataset,
+                   help="synthetic, digits (scikit-learn) or npz:PATH (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per rank")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=d.learning_rate,
+                   help="base learning rate, scaled by the number of ranks")
+    p.add_argument("--optimizer", default=d.optimizer, choices=("sgd", "adam"))
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--no-scale-lr", dest="scale_lr", action="store_false")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--compression", default=d.compression)
+    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow threads per rank (default: cores / ranks on the host)")
+    p.add_argument("--checkpoint-dir", default=None)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between checkpoints (0: only at the end)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--check-consistency", type=int, default=d.check_consistency,
+                   metavar="N", help="verify identical weights on all ranks every N steps")
+    p.add_argument("--synthetic-samples", type=int, default=d.synthetic_samples)
+    p.add_argument("--backend", default=d.backend)
+    p.add_argument("--verbose", action="store_true", help="every rank prints")
+    p.add_argument("--timing-warmup", type=int, default=d.timing_warmup,
+                   help="steps left out of the timing report (default %(default)s)")
+    p.add_argument("--report-every", type=int, default=d.report_every)
+    p.add_argument("--report", default=None, metavar="FILE.json")
+    p.add_argument("--timeline", default=None, metavar="FILE.json")
+    p.add_argument("--plot", default=None, metavar="FILE.png")
+    p.add_argument("--calibrate", action="store_true",
+                   help="redo the cost model's allreduce calibration")
+    p.add_argument("--no-cost-model", dest="cost_model", action="store_false")
+    return p
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see python -m distrain.train --help)")
+
+
+def config_from_argv(argv: list[str] | None) -> TrainConfig:
+    """Parses arguments into a validated :class:`TrainConfig`.
+
+    Raises:
+        UsageError: unknown flags or bad values.
+    """
+    args = build_parser().parse_args(argv)
+    return TrainConfig(**vars(args))

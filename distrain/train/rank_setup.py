@@ -1,0 +1,60 @@
+"""A rank's runtime setup before training: threads, devices, seeds.
+
+Every rank gets a fair share of the host's cores (cores / ranks on the host) unless told
+otherwise, one GPU per local rank where GPUs exist (with memory growth), and a seed derived
+from the base seed and its rank.
+"""
+from __future__ import annotations
+
+import os
+
+from distrain import environment as env
+
+__all__ = ["fair_threads", "quiet_tensorflow", "configure_tensorflow"]
+
+
+def fair_threads(local_size: int, cores: int | None = None) -> int:
+    """Cores per rank on this host, at least 1.
+
+    Args:
+        local_size: ranks on this host.
+        cores: the host's usable cores; this process's CPU affinity when None.
+    """
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+    return max(1, cores // max(1, local_size))
+
+
+def quiet_tensorflow() -> None:
+    """Hides TensorFlow's C++ log lines (Python exceptions still carry real errors) unless
+    the user set ``TF_CPP_MIN_LOG_LEVEL``."""
+    os.environ.setdefault(env.TF_CPP_MIN_LOG_LEVEL, "3")
+
+
+def configure_tensorflow(threads: int, local_rank: int, seed: int) -> str:
+    """Applies threads, device placement and seeds; call before building models.
+
+    Args:
+        threads: intra-op threads for this rank.
+        local_rank: picks this rank's GPU.
+        seed: this rank's seed.
+
+    Returns:
+        A short description of the device used, e.g. ``"CPU, 1 thread"``.
+    """
+    import keras
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    gpus = tf.config.list_physical_devices("GPU")
+    device = f"CPU, {threads} thread{'s' if threads > 1 else ''}"
+    if gpus:
+        gpu = gpus[local_rank % len(gpus)]
+        tf.config.set_visible_devices(gpu, "GPU")
+        tf.config.experimental.set_memory_growth(gpu, True)
+        device = f"GPU {local_rank % len(gpus)} ({gpu.name})"
+    keras.utils.set_random_seed(seed)
+    return device

@@ -1,0 +1,211 @@
+"""``run(config)``: the training program from rank setup to the final report."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+import distrain
+from distrain import environment as env
+from distrain.errors import UsageError
+from distrain.keras_compat import optimizer_variables
+from distrain.timing.timer import StepTimer
+from distrain.train import checkpoint, data as datasets
+from distrain.train.config import TrainConfig
+from distrain.train.models import build_model
+from distrain.train.progress import Printer
+from distrain.train.rank_setup import configure_tensorflow, fair_threads, quiet_tensorflow
+from distrain.train.step import TrainStep, learning_rate_at
+
+__all__ = ["run", "TrainResult", "DivergenceError"]
+
+
+class DivergenceError(RuntimeError):
+    """Ranks hold different weights where data-parallel training keeps them identical."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run did, on this rank."""
+
+    steps: int
+    loss: float
+    accuracy: float
+    test_accuracy: float | None
+    weights_digest: str
+    timer: StepTimer
+    resumed_from: int | None = None
+
+
+def _agree(action):
+    """Runs ``action`` on every rank; if any rank raises UsageError, every rank raises it.
+
+    Problems that only some ranks see (rank 0's checkpoint directory) then end every rank
+    the same way, instead of leaving the others waiting in the next collective.
+    """
+    try:
+        value, problem = action(), None
+    except UsageError as exc:
+        value, problem = None, str(exc)
+    if distrain.size() > 1:
+        problems = distrain.collectives.backend().gather_objects(problem)
+        problem = next((p for p in problems if p), None)
+    if problem:
+        raise UsageError(problem)
+    return value
+
+
+def _build(config: TrainConfig, data):
+    import keras
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = build_model(config.model, data.input_shape, data.num_classes)
+    opt_class = keras.optimizers.SGD if config.optimizer == "sgd" else keras.optimizers.Adam
+    kwargs = {"momentum": config.momentum} if config.optimizer == "sgd" else {}
+    optimizer = opt_class(learning_rate=config.learning_rate, **kwargs)
+    optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def _meta(config: TrainConfig, size: int) -> dict:
+    return {"model": config.model, "dataset": config.dataset,
+            "global_batch": config.global_batch_size(size), "optimizer": config.optimizer}
+
+
+def _restore(config, model, optimizer, size):
+    meta, model_arrays, opt_arrays = checkpoint.load(config.checkpoint_dir)
+    expected = _meta(config, size)
+    differs = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+    if differs:
+        detail = ", ".join(f"{k} {a!r} there but {b!r} here" for k, (a, b) in differs.items())
+        raise UsageError(f"the checkpoint in {config.checkpoint_dir!r} is from another run "
+                         f"({detail})")
+    targets = [(model.weights, model_arrays), (optimizer_variables(optimizer),
+                                                opt_arrays)]
+    for variables, arrays in targets:
+        shapes = [tuple(v.shape) for v in variables]
+        if shapes != [a.shape for a in arrays]:
+            raise UsageError(f"the checkpoint in {config.checkpoint_dir!r} does not fit this "
+                             f"model ({len(arrays)} arrays there, {len(shapes)} here)")
+        for variable, array in zip(variables, arrays):
+            variable.assign(array)
+    return int(meta["step"])
+
+
+def _save(config, model, optimizer, step, epoch, size, printer):
+    path = checkpoint.save(config.checkpoint_dir, step, epoch,
+                           [np.asarray(v) for v in model.weights],
+                           [np.asarray(v) for v in optimizer_variables(optimizer)],
+                           _meta(config, size))
+    printer.line(f"checkpoint saved at step {step}: {path}")
+
+
+def _check_consistency(model, step: int) -> None:
+    digest = checkpoint.weights_digest(np.asarray(v) for v in model.trainable_variables)
+    digests = distrain.collectives.backend().gather_objects(digest)
+    diverged = [r for r, d in enumerate(digests) if d != digests[0]]
+    if diverged:
+        raise DivergenceError(
+            f"weights diverged at step {step}: rank{'s' if len(diverged) > 1 else ''} "
+            f"{', '.join(map(str, diverged))} differ{'' if len(diverged) > 1 else 's'} from "
+            f"rank 0; look for rank-dependent updates to trainable variables")
+
+
+def run(config: TrainConfig) -> TrainResult:
+    """Trains ``config.model`` on ``config.dataset`` on every rank of the job.
+
+    Args:
+        config: the run's configuration.
+
+    Returns:
+        This rank's :class:`TrainResult`.
+
+    Raises:
+        UsageError: bad input, raised on every rank alike.
+        DivergenceError: ``--check-consistency`` found ranks with different weights.
+    """
+    world = env.detect_world()
+    quiet_tensorflow()
+    threads = config.threads or fair_threads(world.local_size)
+    device = configure_tensorflow(threads, world.local_rank, config.seed + world.rank)
+    distrain.init(None if config.backend == "auto" else config.backend)
+    rank, size = distrain.rank(), distrain.size()
+    printer = Printer(rank, config.verbose)
+    data = _agree(lambda: datasets.load_dataset(config.dataset, config.seed,
+                                                config.synthetic_samples))
+    steps = _agree(lambda: datasets.steps_per_epoch(len(data.x_train), config.batch_size,
+                                                    size, config.steps_per_epoch))
+    model, optimizer = _agree(lambda: _build(config, data))
+    if config.checkpoint_dir:
+        _agree(lambda: checkpoint.check_writable(config.checkpoint_dir) if rank == 0 else None)
+    start_step = 0
+    if config.resume:
+        start_step = _agree(lambda: _restore(config, model, optimizer, size)
+                            if rank == 0 else 0)
+        start_step = int(distrain.broadcast(np.int64(start_step), root_rank=0))
+    distrain.broadcast_variables(list(model.weights) + optimizer_variables(optimizer),
+                                 root_rank=0)
+    digest = checkpoint.weights_digest(np.asarray(v) for v in model.weights)
+    printer.line(f"distrain: {size} rank(s), backend {distrain.collectives.backend().name}, "
+                 f"{device}; model {config.model} ({model.count_params():,} parameters), "
+                 f"dataset {data.name}, global batch {config.global_batch_size(size)}, "
+                 f"{steps} steps/epoch")
+    if config.resume:
+        printer.line(f"resumed from step {start_step}, weights {digest}")
+
+    timer = StepTimer()
+    train_step = TrainStep(model, optimizer, distrain.Compression.by_name(config.compression),
+                           timer)
+    warmup_steps = int(config.warmup_epochs * steps)
+    total_steps = config.epochs * steps
+    step = start_step
+    loss = accuracy = float("nan")
+    while step < total_steps:
+        epoch, first = divmod(step, steps)
+        printer.start_epoch(epoch, config.epochs, steps)
+        sums = np.zeros(3)  # loss x samples, correct, samples
+        began = time.perf_counter()
+        batches = datasets.shard_batches(data, epoch, config.seed, config.batch_size, rank,
+                                         size, steps)
+        for index, (x, y) in enumerate(batches):
+            if index < first:
+                continue
+            lr = learning_rate_at(step, config.learning_rate, size, config.scale_lr,
+                                  warmup_steps)
+            optimizer.learning_rate.assign(lr)
+            with timer.step(step):
+                step_loss, correct = train_step(step, x, y)
+            step += 1
+            sums += (step_loss * len(y), correct, len(y))
+            printer.update(index + 1, step_loss, correct / len(y), lr)
+            if config.check_consistency and step % config.check_consistency == 0:
+                _check_consistency(model, step)
+            if rank == 0 and config.checkpoint_every and step % config.checkpoint_every == 0:
+                _save(config, model, optimizer, step, step // steps, size, printer)
+        totals = distrain.allreduce(sums, op=distrain.Sum, name="epoch metrics")
+        loss, accuracy = totals[0] / totals[2], totals[1] / totals[2]
+        printer.end_epoch(epoch, loss, accuracy, time.perf_counter() - began,
+                          int(totals[2]), size)
+    if rank == 0 and config.checkpoint_dir and step > start_step:
+        _save(config, model, optimizer, step, step // steps, size, printer)
+    test_accuracy = _evaluate(model, data, rank, size, config.batch_size)
+    if test_accuracy is not None:
+        printer.line(f"test accuracy {test_accuracy:.4f}")
+    return TrainResult(step, loss, accuracy, test_accuracy,
+                       checkpoint.weights_digest(np.asarray(v) for v in model.weights), timer,
+                       start_step if config.resume else None)
+
+
+def _evaluate(model, data, rank: int, size: int, batch_size: int) -> float | None:
+    shard = datasets.eval_shard(data, rank, size)
+    if shard is None:
+        return None
+    x, y = shard
+    correct = 0
+    if len(x):
+        logits = model.predict(x, batch_size=max(batch_size, 256), verbose=0)
+        correct = int(np.sum(np.argmax(logits, axis=-1) == y))
+    totals = distrain.allreduce(np.array([correct, len(x)], np.int64), op=distrain.Sum,
+                                name="test accuracy")
+    return float(totals[0] / totals[1]) if totals[1] else None

@@ -1,0 +1,95 @@
+"""One data-parallel training step: forward and backward, allreduce, apply.
+
+The three parts run as separate calls so each can be timed: ``compute`` and ``apply`` are
+``tf.function``s, and the allreduce in between works on the gradients' own memory.
+"""
+from __future__ import annotations
+
+import distrain
+from distrain.timing.timer import StepTimer
+
+__all__ = ["TrainStep", "learning_rate_at"]
+
+
+def learning_rate_at(step: int, base: float, size: int, scale: bool,
+                     warmup_steps: int) -> float:
+    """The learning rate for ``step``: ``base x size``, ramped up from ``base``.
+
+    Horovod's rule: with N ranks the global batch is N times larger, so the rate is N times
+    larger; warming up from the single-rank rate avoids early divergence.
+
+    Args:
+        step: the step about to run.
+        base: the single-rank learning rate.
+        size: the number of ranks.
+        scale: False keeps ``base`` on any number of ranks.
+        warmup_steps: steps to reach the scaled rate (0: at once).
+
+    Returns:
+        The rate.
+    """
+    if not scale or size == 1:
+        return base
+    target = base * size
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return target
+    return base + (target - base) * step / warmup_steps
+
+
+class TrainStep:
+    """Runs steps of ``model`` with ``optimizer`` across ranks.
+
+    Args:
+        model: a built ``keras.Model``.
+        optimizer: a Keras optimizer, built for ``model.trainable_variables``.
+        compression: ``distrain.Compression`` for the gradient allreduce.
+        timer: records each phase.
+    """
+
+    def __init__(self, model, optimizer, compression, timer: StepTimer):
+        import tensorflow as tf
+        import keras
+        self.model = model
+        self.optimizer = optimizer
+        self.compression = compression
+        self.timer = timer
+        self.variables = list(model.trainable_variables)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        def compute(x, y):
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                loss = loss_fn(y, logits)
+                if model.losses:
+                    loss = loss + tf.add_n(model.losses)
+            grads = tape.gradient(loss, self.variables)
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.variables)]
+            correct = tf.reduce_sum(tf.cast(
+                tf.equal(tf.argmax(logits, axis=-1), tf.cast(y, tf.int64)), tf.float32))
+            return loss, correct, grads
+
+        def apply(grads):
+            optimizer.apply_gradients(zip(grads, self.variables))
+
+        self._compute = tf.function(compute)
+        self._apply = tf.function(apply)
+        self._tf = tf
+
+    def __call__(self, step: int, x, y):
+        """Runs one step on this rank's batch ``(x, y)``.
+
+        Returns:
+            ``(loss, correct)``: this rank's mean loss and number of correct predictions.
+        """
+        timer = self.timer
+        with timer.phase("data"):
+            x = self._tf.convert_to_tensor(x)
+            y = self._tf.convert_to_tensor(y)
+        with timer.phase("compute"):
+            loss, correct, grads = self._compute(x, y)
+        with timer.phase("allreduce"):
+            grads = distrain.grouped_allreduce(grads, compression=self.compression,
+                                               name=f"gradients of step {step}")
+        with timer.phase("apply"):
+            self._apply(grads)
+        return float(loss), float(correct)
