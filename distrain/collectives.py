@@ -184,7 +184,12 @@ def grouped_allreduce(tensors: Sequence, average=None, op=None,
             outs = [_scaled(o, postscale_factor) for o in outs]
         return outs
 
-    if is_symbolic(values):
+    if _native(engine, values):
+        outs = engine.allreduce_tensors(values, reduce_op, wire, label)
+        if postscale_factor != 1.0:
+            outs = [_tf_scaled(o, postscale_factor) for o in outs]
+        outs = _native_results(outs, values)
+    elif is_symbolic(values):
         outs = graph_collective(run, values, [v.shape for v in values], name=None)
     else:
         kinds = [kind_of(v) for v in values]
@@ -192,6 +197,23 @@ def grouped_allreduce(tensors: Sequence, average=None, op=None,
     for i, out in zip(dense, outs):
         results[i] = out
     return results
+
+
+def _native(engine, values) -> bool:
+    """True when the backend takes TensorFlow values itself (Horovod's ops)."""
+    return getattr(engine, "native_tensorflow", False) and any(
+        kind_of(v) == Kind.TENSOR for v in values)
+
+
+def _native_results(outputs, inputs) -> list:
+    """Gives numpy inputs numpy results when a native backend returned tensors."""
+    return [o if kind_of(i) == Kind.TENSOR else np.asarray(o.numpy())
+            for o, i in zip(outputs, inputs)]
+
+
+def _tf_scaled(tensor, factor: float):
+    import tensorflow as tf
+    return tf.cast(tf.cast(tensor, tf.float64) * factor, tensor.dtype)
 
 
 def _prescaled(value, factor: float):
@@ -243,6 +265,9 @@ def _broadcast_list(tensors: Sequence, root_rank: int, label: str) -> list:
     def run(arrays):
         return engine.broadcast(arrays, int(root_rank), label)
 
+    if _native(engine, tensors):
+        return _native_results(engine.broadcast_tensors(tensors, int(root_rank), label),
+                               tensors)
     if is_symbolic(tensors):
         return graph_collective(run, tensors, [t.shape for t in tensors])
     kinds = [kind_of(t) for t in tensors]
@@ -295,6 +320,8 @@ def allgather(tensor, name=None):
         array = arrays[0]
         return [engine.allgather(array.reshape(1) if array.ndim == 0 else array, label)]
 
+    if _native(engine, [tensor]):
+        return _native_results([engine.allgather_tensor(tensor, label)], [tensor])[0]
     if is_symbolic([tensor]):
         shape = tensor.shape
         static = [None] + (list(shape[1:]) if shape.rank else [])

@@ -7,7 +7,8 @@ an environment-variable name itself.
 Detection order (the first launcher whose variables are present wins):
 
 ==========  ==============================================================================
-horovodrun  ``HOROVOD_RANK``/``HOROVOD_SIZE``/``HOROVOD_LOCAL_*``/``HOROVOD_CROSS_*``
+horovodrun  ``HOROVOD_RANK``/``HOROVOD_SIZE``/``HOROVOD_LOCAL_*``/``HOROVOD_CROSS_*`` (Gloo
+            mode); in MPI mode Open MPI's variables, with horovodrun as an ancestor
 Open MPI    ``OMPI_COMM_WORLD_RANK``/``_SIZE``/``_LOCAL_RANK``/``_LOCAL_SIZE``
 Slurm       ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``/``SLURM_NODEID``/``SLURM_NNODES``
 MPICH       ``PMI_RANK``/``PMI_SIZE`` with Hydra's ``MPI_LOCALRANKID``/``MPI_LOCALNRANKS``
@@ -27,7 +28,7 @@ from typing import Mapping
 
 __all__ = [
     "World", "WorldError", "detect_world", "setting", "int_setting", "float_setting",
-    "tasks_per_node",
+    "tasks_per_node", "started_by_horovodrun",
 ]
 
 # --- distrain's own settings -------------------------------------------------------------
@@ -52,6 +53,9 @@ HOROVOD_CROSS_SIZE = "HOROVOD_CROSS_SIZE"
 HOROVOD_CONTROLLER = "HOROVOD_CONTROLLER"         # "gloo" in Gloo mode
 HOROVOD_GLOO_RENDEZVOUS_ADDR = "HOROVOD_GLOO_RENDEZVOUS_ADDR"
 HOROVOD_FUSION_THRESHOLD = "HOROVOD_FUSION_THRESHOLD"
+# horovodrun in MPI mode sets no HOROVOD_* variable; it exports these to every rank.
+HOROVODRUN_MPI_SIGNATURE = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "^openib"}
+NCCL_SOCKET_IFNAME = "NCCL_SOCKET_IFNAME"
 
 # --- Open MPI (mpirun, and distrain-run which drives it) -----------------------------------
 OMPI_RANK = "OMPI_COMM_WORLD_RANK"
@@ -168,6 +172,45 @@ def _homogeneous_cross(rank: int, size: int, local_size: int) -> tuple[int, int]
     return rank // local_size, max(1, -(-size // local_size))
 
 
+def _ancestor_commands(pid: int, depth: int = 8) -> list[str]:
+    """Command lines of this process's ancestors, nearest first (Linux /proc; else [])."""
+    commands = []
+    for _ in range(depth):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                pid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            if pid <= 1:
+                break
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                commands.append(handle.read().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, ValueError, IndexError):
+            break
+    return commands
+
+
+def started_by_horovodrun(env: Mapping[str, str], ancestors: list[str] | None = None) -> bool:
+    """True when horovodrun launched this process, in Gloo or in MPI mode.
+
+    Gloo mode exports ``HOROVOD_RANK``. MPI mode exports no variable of its own, so it is
+    recognised by a ``horovodrun`` among the process's ancestors (same host), or by the MPI
+    settings horovodrun forwards to every rank (other hosts).
+
+    Args:
+        env: the environment.
+        ancestors: ancestor command lines; read from /proc when None.
+    """
+    if HOROVOD_RANK in env:
+        return True
+    if OMPI_RANK not in env:
+        return False
+    if ancestors is None:
+        ancestors = _ancestor_commands(os.getpid())
+    if any("horovodrun" in command for command in ancestors):
+        return True
+    return NCCL_SOCKET_IFNAME in env and all(
+        env.get(k) == v for k, v in HOROVODRUN_MPI_SIGNATURE.items())
+
+
 def detect_world(env: Mapping[str, str] | None = None) -> World:
     """Reads a rank's place in the job from its launcher's environment variables.
 
@@ -198,8 +241,9 @@ def detect_world(env: Mapping[str, str] | None = None) -> World:
         rank, size = _int(env, OMPI_RANK), _int(env, OMPI_SIZE)
         local_rank = _int(env, OMPI_LOCAL_RANK, 0)
         local_size = _int(env, OMPI_LOCAL_SIZE, size)
+        launcher = "horovodrun" if started_by_horovodrun(env) else "openmpi"
         return World(rank, size, local_rank, local_size,
-                     *_homogeneous_cross(rank, size, local_size), "openmpi")
+                     *_homogeneous_cross(rank, size, local_size), launcher)
     if SLURM_PROCID in env and SLURM_NTASKS in env:
         rank, size = _int(env, SLURM_PROCID), _int(env, SLURM_NTASKS)
         node = _int(env, SLURM_NODEID, 0)
@@ -264,3 +308,12 @@ def float_setting(name: str, default: float, env: Mapping[str, str] | None = Non
         return float(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a number") from None
+
+# --- distrain-run ---
+# distrain-run forwards the whole environment to every rank (``-x NAME`` per variable), except
+# what each host's MPI launcher sets for itself and the shell's own per-process state.
+PATH = "PATH"                                     # where mpirun and the program are looked up
+MPIRUN = "DISTRAIN_MPIRUN"                        # the mpirun/mpiexec distrain-run drives
+NOT_FORWARDED_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "OPAL_", "HYDRA_", "PMI_", "MPI_LOCAL",
+                          "BASH_FUNC_")
+NOT_FORWARDED = ("_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME")

@@ -101,7 +101,8 @@ def from_numpy(array: np.ndarray, kind: str):
         return array
     tf = _tf()
     if array.size and is_aligned(array) and array.dtype.kind in "fiub" and \
-            array.dtype.name != "bfloat16" and array.flags.c_contiguous:
+            array.dtype.name != "bfloat16" and array.flags.c_contiguous and \
+            array.flags.writeable:
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
     return tf.convert_to_tensor(array)
 

@@ -47,3 +47,21 @@ def run_mpi(np_: int, args: list[str], timeout: float, **extra_env: str):
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"mpirun -np {np_} {' '.join(args)} did not finish in {timeout} s:\n"
                     f"{(exc.stdout or b'')[-3000:]!r}\n{(exc.stderr or b'')[-3000:]!r}")
+
+
+def _horovod_importable() -> bool:
+    from distrain.backends.horovod import horovod_importable
+    return shutil.which("horovodrun") is not None and horovod_importable()
+
+
+HOROVOD = _horovod_importable()
+# tests/horovod needs horovodrun and horovod.tensorflow (TensorFlow <= 2.15); .ci/run runs
+# it in a Horovod environment of its own. Elsewhere it is left out, and the header says so.
+collect_ignore = [] if HOROVOD else ["horovod"]
+
+
+def pytest_report_header(config):
+    if not HOROVOD:
+        return ("tests/horovod not collected: horovodrun/horovod.tensorflow are not installed "
+                "here (.ci/run runs them in its TensorFlow 2.15 + Horovod environment)")
+    return "tests/horovod collected: Horovod is installed"

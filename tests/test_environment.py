@@ -81,3 +81,13 @@ def test_every_variable_name_lives_in_the_environment_module():
     offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
                  if p.name != "environment.py" and pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_horovodrun_mpi_mode_is_recognised_by_ancestry_or_its_signature():
+    from distrain.environment import started_by_horovodrun
+    ompi = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}
+    assert started_by_horovodrun(ompi, ["prted", "/venv/bin/python /venv/bin/horovodrun -np 2"])
+    assert not started_by_horovodrun(ompi, ["prted", "mpirun -np 2 python train.py"])
+    remote = dict(ompi, NCCL_SOCKET_IFNAME="eth0", OMPI_MCA_pml="ob1", OMPI_MCA_btl="^openib")
+    assert started_by_horovodrun(remote, ["orted"])
+    assert not started_by_horovodrun({}, ["horovodrun"])  # no MPI world at all

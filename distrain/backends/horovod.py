@@ -1,16 +1,19 @@
 """The ``horovod`` backend: hands every collective to ``horovod.tensorflow``.
 
 Used when horovodrun started the job and Horovod imports (a TensorFlow 2.15 environment), so
-distrain programs run unchanged on an existing Horovod installation.
+distrain programs run unchanged on an existing Horovod installation. Horovod's ops are
+TensorFlow ops, so TensorFlow values go to them directly, eagerly or inside ``tf.function``;
+numpy arrays are converted. bfloat16, which Horovod lacks, travels as float32.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 import numpy as np
 
-from distrain.backends.base import Backend
+from distrain.backends.base import Backend, CollectiveMismatchError
 from distrain.environment import World, WorldError
 from distrain.ops import ReduceOp
 
@@ -34,6 +37,7 @@ class HorovodBackend(Backend):
     """
 
     name = "horovod"
+    native_tensorflow = True
 
     def __init__(self, world: World):
         try:
@@ -49,28 +53,75 @@ class HorovodBackend(Backend):
         self._ops = {ReduceOp.AVERAGE: hvd.Average, ReduceOp.SUM: hvd.Sum,
                      ReduceOp.MIN: hvd.Min, ReduceOp.MAX: hvd.Max}
 
-    def _tensor(self, array: np.ndarray, compression_dtype: str | None = None):
-        tensor = self.tf.convert_to_tensor(array)
+    @contextlib.contextmanager
+    def _mismatch_errors(self, label: str):
+        """Turns Horovod's coordinator errors about mismatched calls into distrain's."""
+        try:
+            yield
+        except self.tf.errors.OpError as exc:
+            if "ismatch" in exc.message:
+                raise CollectiveMismatchError(f"{label!r}: {exc.message.strip()}") from None
+            raise
+
+    def _wire(self, tensor, compression_dtype=None):
+        tf = self.tf
         if compression_dtype and tensor.dtype.is_floating and \
-                tensor.dtype.size > self.tf.as_dtype(compression_dtype).size:
-            tensor = self.tf.cast(tensor, compression_dtype)
-        return tensor
+                tensor.dtype.size > tf.as_dtype(compression_dtype).size:
+            tensor = tf.cast(tensor, compression_dtype)
+        return tf.cast(tensor, tf.float32) if tensor.dtype == tf.bfloat16 else tensor
 
-    def allreduce(self, arrays, op, compression_dtype, label):
-        tensors = [self._tensor(a, compression_dtype) for a in arrays]
-        reduced = self.hvd.grouped_allreduce(tensors, op=self._ops[op]) if tensors else []
-        return [np.asarray(self.tf.cast(r, a.dtype)).reshape(a.shape)
-                for r, a in zip(reduced, arrays)]
+    def allreduce_tensors(self, tensors, op, compression_dtype, label):
+        """TensorFlow-level grouped allreduce (eager or graph); returns tensors."""
+        tf = self.tf
+        tensors = [tf.convert_to_tensor(t) for t in tensors]
+        if not tensors:
+            return []
+        wired = [self._wire(t, compression_dtype) for t in tensors]
+        groups: dict = {}  # Horovod groups one dtype at a time; first-seen order on every rank
+        for index, w in enumerate(wired):
+            groups.setdefault(w.dtype, []).append(index)
+        reduced: list = [None] * len(tensors)
+        with self._mismatch_errors(label):
+            for indices in groups.values():
+                outs = self.hvd.grouped_allreduce([wired[i] for i in indices], op=self._ops[op])
+                for i, out in zip(indices, outs):
+                    reduced[i] = tf.cast(out, tensors[i].dtype)
+        return reduced
 
-    def broadcast(self, arrays, root, label):
+    def broadcast_tensors(self, tensors, root, label):
+        """TensorFlow-level broadcast of each tensor from ``root``."""
+        self._check_root(root)
+        tf = self.tf
+        out = []
+        with self._mismatch_errors(label):
+            for t in tensors:
+                t = tf.convert_to_tensor(t)
+                out.append(tf.cast(self.hvd.broadcast(self._wire(t), root_rank=root), t.dtype))
+        return out
+
+    def allgather_tensor(self, tensor, label):
+        """TensorFlow-level allgather along the first dimension."""
+        tf = self.tf
+        tensor = tf.convert_to_tensor(tensor)
+        if tensor.shape.rank == 0:
+            tensor = tf.reshape(tensor, [1])
+        with self._mismatch_errors(label):
+            return tf.cast(self.hvd.allgather(self._wire(tensor)), tensor.dtype)
+
+    def _check_root(self, root):
         if not 0 <= root < self.world.size:
             raise ValueError(f"root rank {root} is out of range for a world of "
                              f"{self.world.size} ranks")
-        return [np.asarray(self.hvd.broadcast(self._tensor(a), root_rank=root))
-                for a in arrays]
+
+    def allreduce(self, arrays, op, compression_dtype, label):
+        reduced = self.allreduce_tensors(arrays, op, compression_dtype, label)
+        return [np.asarray(t.numpy()) for t in reduced]
+
+    def broadcast(self, arrays, root, label):
+        return [np.asarray(t.numpy()) for t in self.broadcast_tensors(arrays, root, label)]
 
     def allgather(self, array, label):
-        return np.asarray(self.hvd.allgather(self._tensor(array)))
+        return np.asarray(self.allgather_tensor(array, label).numpy())
 
     def gather_objects(self, obj):
         return list(self.hvd.allgather_object(obj))

@@ -1,0 +1,147 @@
+"""The training program under a real mpirun: equivalence, accuracy, resume, consistency."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, mpirun_argv, rank_env, run_mpi
+from distrain.train.checkpoint import weights_digest
+
+TRAIN = ["-m", "distrain.train"]
+
+
+def final_weights(directory):
+    with np.load(os.path.join(directory, "checkpoint.npz")) as data:
+        meta = json.loads(bytes(data["meta"]).decode())
+        return meta, [data[k] for k in sorted(data.files) if k.startswith("model/")]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_n_ranks_reproduce_one_rank(tmp_path, model):
+    """Same seed and global batch (64): weights after 8 steps agree at 1, 2 and 4 ranks."""
+    results = {}
+    for ranks in (1, 2, 4):
+        out = tmp_path / f"np{ranks}"
+        result = run_mpi(ranks, TRAIN + ["--model", model, "--batch-size", str(64 // ranks),
+                                         "--steps-per-epoch", "8", "--no-scale-lr",
+                                         "--checkpoint-dir", str(out), "--no-cost-model"],
+                         timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[ranks] = final_weights(out)
+    meta1, weights1 = results[1]
+    assert meta1["step"] == 8 and meta1["global_batch"] == 64
+    for ranks in (2, 4):
+        meta, weights = results[ranks]
+        assert meta["step"] == 8 and meta["global_batch"] == 64
+        for a, b in zip(weights1, weights):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The runs trained: the weights moved away from a fresh start of the same seed.
+    assert any(np.abs(a).sum() > 0 for a in weights1)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+def test_digits_reaches_90_percent_on_two_ranks():
+    result = run_mpi(2, TRAIN + ["--model", "cnn", "--dataset", "digits", "--epochs", "8",
+                                 "--optimizer", "adam", "--lr", "0.002", "--no-cost-model"],
+                     timeout=200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracy = float(re.search(r"^test accuracy ([\d.]+)$", result.stdout, re.M).group(1))
+    assert accuracy >= 0.9, result.stdout[-2000:]
+    # Rank 0 alone prints: one summary line per epoch.
+    assert len(re.findall(r"^epoch \d+: loss", result.stdout, re.M)) == 8
+    assert "averaged over 2 ranks" in result.stdout
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    args = TRAIN + ["--model", "mlp", "--epochs", "3", "--steps-per-epoch", "300",
+                    "--synthetic-samples", "20000",
+                    "--checkpoint-dir", str(ckpt), "--checkpoint-every", "50",
+                    "--no-cost-model"]
+    first = subprocess.Popen(mpirun_argv(2) + [sys.executable] + args, cwd=ROOT,
+                             env=rank_env(2), stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in first.stdout:  # kill every process of the job after a checkpoint
+            if line.startswith("checkpoint saved at step"):
+                break
+        subprocess.run(["pkill", "-KILL", "-f", str(ckpt)], check=False)
+    finally:
+        first.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pgrep", "-f", str(ckpt)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "ranks survived the kill"
+        time.sleep(0.1)
+    meta, weights = final_weights(ckpt)
+    saved_step = meta["step"]
+    assert 50 <= saved_step < 900 and saved_step % 50 == 0
+    assert [f for f in os.listdir(ckpt) if f.endswith(".tmp")] == []  # nothing half-written
+
+    resumed = run_mpi(2, args + ["--resume"], timeout=200)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    match = re.search(r"^resumed from step (\d+), weights (\w+)$", resumed.stdout, re.M)
+    assert int(match.group(1)) == saved_step
+    assert match.group(2) == weights_digest(weights)  # restored = last checkpoint's weights
+    meta_end, _ = final_weights(ckpt)
+    assert meta_end["step"] == 900
+    assert re.search(rf"^Epoch {saved_step // 300 + 1}/3$", resumed.stdout, re.M)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_consistency_check_names_diverged_ranks():
+    result = run_mpi(2, TRAIN + ["--model", "models_for_tests:diverging", "--steps-per-epoch",
+                                 "6", "--check-consistency", "3", "--no-cost-model"],
+                     timeout=100, PYTHONPATH=os.path.join(ROOT, "tests", "programs") +
+                     os.pathsep + ROOT)
+    assert result.returncode == 1
+    lines = [l for l in result.stderr.splitlines() if l.startswith("distrain.train: error")]
+    assert lines == ["distrain.train: error: weights diverged at step 3: rank 1 differs from "
+                     "rank 0; look for rank-dependent updates to trainable variables"]
+
+
+@pytest.mark.timeout(120)
+def test_single_rank_smoke_without_a_launcher(tmp_path):
+    result = subprocess.run([sys.executable] + TRAIN + [
+        "--model", "resnet", "--steps-per-epoch", "3", "--batch-size", "8",
+        "--compression", "fp16", "--mixed-precision", "--checkpoint-dir", str(tmp_path),
+        "--no-cost-model"], cwd=ROOT, env=rank_env(1), capture_output=True, text=True,
+        timeout=100)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 rank(s), backend local" in result.stdout
+    assert re.search(r"^epoch 1: loss [\d.]+ ", result.stdout, re.M)
+    meta, _ = final_weights(tmp_path)
+    assert meta["step"] == 3
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(150)
+def test_horovod_keras_program_runs_unchanged():
+    result = run_mpi(2, ["tests/programs/horovod_style_keras.py"], timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")]
+    assert sorted(r["rank"] for r in rows) == [0, 1]
+    assert rows[0]["class"] == "SGD"
+    assert rows[0]["digest"] == rows[1]["digest"]       # gradients were averaged
+    assert rows[0]["loss"] == rows[1]["loss"]           # metrics were averaged
+    assert rows[0]["lr"] == pytest.approx(0.1)          # warm-up ended at 0.05 x 2
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(150)
+def test_horovod_tape_program_runs_in_tf_function():
+    result = run_mpi(2, ["tests/programs/horovod_style_tape.py"], timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")]
+    assert len(rows) == 2 and rows[0]["digest"] == rows[1]["digest"]
+    assert rows[0]["tracings"] == 1
