@@ -15,6 +15,7 @@ def local():
 
 
 def test_calls_before_init_name_the_fix():
+    hvd.shutdown()  # another in-process test may have left distrain running
     assert not hvd.is_initialized()
     for call in (hvd.rank, hvd.size, lambda: hvd.allreduce(np.ones(2)), hvd.barrier):
         with pytest.raises(hvd.NotInitializedError, match=r"call distrain.init\(\) first"):

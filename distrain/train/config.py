@@ -50,6 +50,7 @@ class TrainConfig:
         synthetic_samples: the size of the synthetic training set.
         backend: ``auto``, ``mpi``, ``horovod`` or ``local``.
         verbose: let every rank print, not only rank 0.
+        quiet: print nothing but errors (benchmarks).
         timing_warmup: steps left out of the timing report.
         report_every: print the timing report every this many steps (0: at the end).
         report: write the timing report as JSON here.
@@ -80,6 +81,7 @@ class TrainConfig:
     synthetic_samples: int = 4096
     backend: str = "auto"
     verbose: bool = False
+    quiet: bool = False
     timing_warmup: int = 2
     report_every: int = 0
     report: str | None = None
@@ -165,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-samples", type=int, default=d.synthetic_samples)
     p.add_argument("--backend", default=d.backend)
     p.add_argument("--verbose", action="store_true", help="every rank prints")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--timing-warmup", type=int, default=d.timing_warmup,
                    help="steps left out of the timing report (default %(default)s)")
     p.add_argument("--report-every", type=int, default=d.report_every)

@@ -17,9 +17,9 @@ class Printer:
         verbose: let ranks other than 0 print too.
     """
 
-    def __init__(self, rank: int, verbose: bool):
+    def __init__(self, rank: int, verbose: bool, quiet: bool = False):
         self.rank = rank
-        self.enabled = rank == 0 or verbose
+        self.enabled = (rank == 0 or verbose) and not quiet
         self._bar = None
 
     def line(self, text: str) -> None:
@@ -30,7 +30,7 @@ class Printer:
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         """Starts a Keras progress bar for one epoch (rank 0 only)."""
-        if self.rank != 0:
+        if self.rank != 0 or not self.enabled:
             return
         import keras
         print(f"Epoch {epoch + 1}/{epochs}", flush=True)

@@ -47,14 +47,20 @@ def configure_tensorflow(threads: int, local_rank: int, seed: int) -> str:
     """
     import keras
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:  # TensorFlow already started in this process (run() called twice)
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or threads
     gpus = tf.config.list_physical_devices("GPU")
     device = f"CPU, {threads} thread{'s' if threads > 1 else ''}"
     if gpus:
         gpu = gpus[local_rank % len(gpus)]
-        tf.config.set_visible_devices(gpu, "GPU")
-        tf.config.experimental.set_memory_growth(gpu, True)
+        try:
+            tf.config.set_visible_devices(gpu, "GPU")
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # devices already initialised in this process
+            pass
         device = f"GPU {local_rank % len(gpus)} ({gpu.name})"
     keras.utils.set_random_seed(seed)
     return device

@@ -131,7 +131,7 @@ def run(config: TrainConfig) -> TrainResult:
     device = configure_tensorflow(threads, world.local_rank, config.seed + world.rank)
     distrain.init(None if config.backend == "auto" else config.backend)
     rank, size = distrain.rank(), distrain.size()
-    printer = Printer(rank, config.verbose)
+    printer = Printer(rank, config.verbose, config.quiet)
     data = _agree(lambda: datasets.load_dataset(config.dataset, config.seed,
                                                 config.synthetic_samples))
     steps = _agree(lambda: datasets.steps_per_epoch(len(data.x_train), config.batch_size,

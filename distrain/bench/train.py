@@ -1,0 +1,66 @@
+"""``python -m distrain.bench train``: training throughput at the current world size.
+
+Runs the training program on synthetic data for ``--warmup`` + ``--steps`` steps and prints
+samples/s over the timed steps: global batch / median step time of the slowest rank, so
+runs at 1, 2, 4... ranks can be compared.
+
+Example:
+    mpirun -np 2 python -m distrain.bench train --model cnn --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Trains briefly and prints throughput on rank 0.
+
+    Returns:
+        0, or 2 for bad arguments.
+    """
+    p = argparse.ArgumentParser(prog="python -m distrain.bench train",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="cnn")
+    p.add_argument("--batch-size", type=int, default=32, help="per rank (default 32)")
+    p.add_argument("--steps", type=int, default=50, help="timed steps (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps (default 5)")
+    p.add_argument("--compression", default="none")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        p.error("--steps and --batch-size must be >= 1, --warmup >= 0")
+
+    import distrain
+    from distrain.train.config import TrainConfig
+    from distrain.train.runner import run
+    steps = args.warmup + args.steps
+    config = TrainConfig(model=args.model, batch_size=args.batch_size, steps_per_epoch=steps,
+                         synthetic_samples=max(4096, steps * args.batch_size * 64),
+                         compression=args.compression, quiet=True, cost_model=False)
+    result = run(config)
+    size = distrain.size()
+    timed = result.timer.steps[args.warmup:]
+    mine = statistics.median(r.total for r in timed)
+    slowest = max(distrain.collectives.backend().gather_objects(mine))
+    phases = {name: statistics.median(r.seconds(name) for r in timed)
+              for name in ("data", "compute", "allreduce", "apply")}
+    figures = {"model": args.model, "ranks": size, "batch_per_rank": args.batch_size,
+               "global_batch": args.batch_size * size, "steps": args.steps,
+               "step_ms": round(slowest * 1e3, 3),
+               "samples_per_s": round(args.batch_size * size / slowest, 1),
+               "rank0_phase_ms": {k: round(v * 1e3, 3) for k, v in phases.items()}}
+    if distrain.rank() == 0:
+        if args.json:
+            print(json.dumps(figures), flush=True)
+        else:
+            print(f"train {args.model}: {size} rank(s), global batch {figures['global_batch']}, "
+                  f"{args.steps} timed steps")
+            print(f"  step {figures['step_ms']:.2f} ms (median, slowest rank)   "
+                  f"{figures['samples_per_s']:.0f} samples/s")
+            print("  rank 0 phases (ms): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in figures["rank0_phase_ms"].items()), flush=True)
+    return 0

@@ -1,0 +1,112 @@
+"""Bad input to the training program: one line, exit code 2, printed once, nothing written."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, rank_env, run_mpi
+from distrain.train.cli import main
+
+PROGRAMS = os.path.join(ROOT, "tests", "programs")
+
+
+def run_train(args, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "distrain.train"] + args, cwd=tmp_path,
+                            env=rank_env(1, PYTHONPATH=PROGRAMS + os.pathsep + ROOT),
+                            capture_output=True, text=True, timeout=120)
+    return result
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout[-1000:], result.stderr[-2000:])
+    errors = [l for l in result.stderr.splitlines() if l.strip()
+              and "cudart_stub" not in l and "absl::InitializeLog" not in l]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("distrain.train: error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+@pytest.fixture
+def bad_npz(tmp_path):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"this is not a zip file")
+    return str(path)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("args, fragments", [
+    (["--model", "transformer"], ["unknown model 'transformer'", "mlp, cnn, resnet"]),
+    (["--dataset", "imagenet"], ["unknown dataset 'imagenet'", "npz:PATH"]),
+    (["--dataset", "npz:/no/such.npz"], ["'/no/such.npz' does not exist"]),
+    (["--batch-size", "0"], ["--batch-size must be a positive integer"]),
+    (["--epochs", "-1"], ["--epochs must be a positive integer"]),
+    (["--batch-size", "many"], ["invalid int value: 'many'"]),
+    (["--frobnicate"], ["unrecognized arguments: --frobnicate"]),
+    (["--resume"], ["--resume and --checkpoint-every need --checkpoint-dir"]),
+])
+def test_bad_flags_fail_before_tensorflow_loads(tmp_path, args, fragments):
+    result = run_train(args, tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert "cudart_stub" not in result.stderr  # TensorFlow was never imported
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.timeout(120)
+def test_malformed_npz_and_missing_arrays(tmp_path, bad_npz):
+    assert_one_line_error(run_train(["--dataset", f"npz:{bad_npz}"], tmp_path),
+                          "cannot read", "numpy.savez")
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, x_train=np.zeros((4, 2)))
+    assert_one_line_error(run_train(["--dataset", f"npz:{partial}"], tmp_path),
+                          "has no y_train", "holds x_train")
+
+
+@pytest.mark.timeout(120)
+def test_unwritable_checkpoint_directory_writes_nothing(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_train(["--checkpoint-dir", str(blocker / "ckpt"), "--steps-per-epoch", "2"],
+                       tmp_path)
+    assert_one_line_error(result, "checkpoint directory", "is not writable",
+                          "choose another --checkpoint-dir")
+    assert sorted(os.listdir(tmp_path)) == ["a-file"]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(150)
+def test_raising_factory_is_reported_once_across_ranks(tmp_path):
+    result = run_mpi(2, ["-m", "distrain.train", "--model", "models_for_tests:raising",
+                         "--checkpoint-dir", str(tmp_path / "ckpt")], timeout=120,
+                     PYTHONPATH=PROGRAMS + os.pathsep + ROOT)
+    assert result.returncode == 2
+    ours = [l for l in result.stderr.splitlines() if l.startswith("distrain.train: error")]
+    assert ours == ["distrain.train: error: model factory models_for_tests:raising raised "
+                    "ValueError: no such width"]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ckpt").exists() or os.listdir(tmp_path / "ckpt") == []
+
+
+@pytest.mark.timeout(120)
+def test_factory_that_returns_no_model_and_missing_module(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(PROGRAMS)
+    assert main(["--model", "models_for_tests:not_a_model"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "distrain.train: error: model factory models_for_tests:not_a_model returned str, "
+        "not a keras.Model")
+    assert main(["--model", "no_such_module:factory"]) == 2
+    assert "cannot import model module 'no_such_module'" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom distrain.train.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\nprint('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env=rank_env(1))
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr
+    assert "--checkpoint-every" in result.stdout
