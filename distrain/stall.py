@@ -13,6 +13,7 @@ Settings: ``DISTRAIN_STALL_WARNING_SECONDS`` (default 60; 0 turns warnings off) 
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -57,14 +58,18 @@ class StallInspector:
         """
         from mpi4py import MPI
         start = self.clock()
-        spins = 0
+        spin_until = time.perf_counter() + 0.002
+        pause = 0.00005
         noted = False
         next_warning = self.warning_seconds
         while not request.Test():
-            spins += 1
-            if spins < 200:
+            # Busy-poll (yielding the core) for 2 ms, which covers the usual wait for the
+            # other ranks without sleep-granularity delay; then back off up to 2 ms.
+            if time.perf_counter() < spin_until:
+                os.sched_yield()
                 continue
-            time.sleep(0.0002 if spins < 2000 else 0.002)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
             waited = self.clock() - start
             if self.rank == 0:
                 self._drain(MPI, seq)

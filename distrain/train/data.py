@@ -115,7 +115,7 @@ def steps_per_epoch(samples: int, batch_size: int, size: int, limit: int | None)
 
 
 def shard_batches(data: Dataset, epoch: int, seed: int, batch_size: int, rank: int,
-                  size: int, steps: int):
+                  size: int, steps: int, start: int = 0):
     """Yields this rank's ``(x, y)`` for each step of one epoch.
 
     Args:
@@ -125,13 +125,14 @@ def shard_batches(data: Dataset, epoch: int, seed: int, batch_size: int, rank: i
         batch_size: samples per rank.
         rank: this rank.
         size: the number of ranks.
-        steps: how many batches to yield.
+        steps: the epoch's number of steps.
+        start: the first step to yield (after a resume).
     """
     order = np.random.default_rng((seed, epoch)).permutation(len(data.x_train))
     per_step = batch_size * size
-    for step in range(steps):
-        start = step * per_step + rank * batch_size
-        rows = np.sort(order[start:start + batch_size])
+    for step in range(start, steps):
+        first = step * per_step + rank * batch_size
+        rows = np.sort(order[first:first + batch_size])
         yield data.x_train[rows], data.y_train[rows]
 
 

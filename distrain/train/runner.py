@@ -36,6 +36,7 @@ class TrainResult:
     weights_digest: str
     timer: StepTimer
     resumed_from: int | None = None
+    prediction: object = None  # a distrain.costmodel.Prediction when the cost model ran
 
 
 def _agree(action):
@@ -154,6 +155,7 @@ def run(config: TrainConfig) -> TrainResult:
     if config.resume:
         printer.line(f"resumed from step {start_step}, weights {digest}")
 
+    prediction = _predict(config, model, optimizer, data) if config.cost_model else None
     timer = StepTimer()
     train_step = TrainStep(model, optimizer, distrain.Compression.by_name(config.compression),
                            timer)
@@ -161,24 +163,26 @@ def run(config: TrainConfig) -> TrainResult:
     total_steps = config.epochs * steps
     step = start_step
     loss = accuracy = float("nan")
+    current_lr = None
     while step < total_steps:
         epoch, first = divmod(step, steps)
         printer.start_epoch(epoch, config.epochs, steps)
         sums = np.zeros(3)  # loss x samples, correct, samples
         began = time.perf_counter()
         batches = datasets.shard_batches(data, epoch, config.seed, config.batch_size, rank,
-                                         size, steps)
-        for index, (x, y) in enumerate(batches):
-            if index < first:
-                continue
+                                         size, steps, start=first)
+        for index in range(first, steps):
             lr = learning_rate_at(step, config.learning_rate, size, config.scale_lr,
                                   warmup_steps)
-            optimizer.learning_rate.assign(lr)
+            if lr != current_lr:
+                optimizer.learning_rate.assign(lr)
+                current_lr = lr
             with timer.step(step):
-                step_loss, correct = train_step(step, x, y)
+                step_loss, correct, samples = train_step(step, batches)
+            step_loss, correct = float(step_loss), float(correct)
             step += 1
-            sums += (step_loss * len(y), correct, len(y))
-            printer.update(index + 1, step_loss, correct / len(y), lr)
+            sums += (step_loss * samples, correct, samples)
+            printer.update(index + 1, step_loss, correct / samples, lr)
             if config.check_consistency and step % config.check_consistency == 0:
                 _check_consistency(model, step)
             if rank == 0 and config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -194,7 +198,17 @@ def run(config: TrainConfig) -> TrainResult:
         printer.line(f"test accuracy {test_accuracy:.4f}")
     return TrainResult(step, loss, accuracy, test_accuracy,
                        checkpoint.weights_digest(np.asarray(v) for v in model.weights), timer,
-                       start_step if config.resume else None)
+                       start_step if config.resume else None, prediction)
+
+
+def _predict(config, model, optimizer, data):
+    """Every rank times the cost model's terms; the median across ranks is the prediction."""
+    from distrain import costmodel
+    from distrain.costmodel.calibrate import load_or_calibrate
+    comm = load_or_calibrate(config.calibrate)
+    mine = costmodel.predict(model, config.batch_size, data.num_classes, optimizer,
+                             (data.x_train, data.y_train), comm)
+    return costmodel.combine(distrain.collectives.backend().gather_objects(mine))
 
 
 def _evaluate(model, data, rank: int, size: int, batch_size: int) -> float | None:

@@ -75,14 +75,21 @@ class TrainStep:
         self._apply = tf.function(apply)
         self._tf = tf
 
-    def __call__(self, step: int, x, y):
-        """Runs one step on this rank's batch ``(x, y)``.
+    def __call__(self, step: int, batches):
+        """Runs one step on this rank's next batch.
+
+        Args:
+            step: the global step number, for messages.
+            batches: an iterator of this rank's ``(x, y)`` numpy batches.
 
         Returns:
-            ``(loss, correct)``: this rank's mean loss and number of correct predictions.
+            ``(loss, correct, samples)``: this rank's mean loss and number of correct
+            predictions (scalar tensors, read after the step's clock stops), and its batch
+            size.
         """
         timer = self.timer
         with timer.phase("data"):
+            x, y = next(batches)
             x = self._tf.convert_to_tensor(x)
             y = self._tf.convert_to_tensor(y)
         with timer.phase("compute"):
@@ -92,4 +99,4 @@ class TrainStep:
                                                name=f"gradients of step {step}")
         with timer.phase("apply"):
             self._apply(grads)
-        return float(loss), float(correct)
+        return loss, correct, int(y.shape[0])

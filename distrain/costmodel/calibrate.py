@@ -1,0 +1,136 @@
+"""Calibrating the communication model on the running job, cached per host and world size.
+
+Every rank joins (it is a collective):
+
+- ``alpha`` and ``beta``: a sweep of raw allreduces of 256 B .. ``chunk_bytes`` float32
+  messages through the backend's transport, the slowest rank's median per size, fitted with
+  :func:`distrain.costmodel.ring.fit_alpha_beta`;
+- ``gamma``: one packing pass (copy and scale) over 4 MiB on the host;
+- ``call_overhead`` and ``tensor_overhead``: ``grouped_allreduce`` of 1 and of 32 scalars,
+  less their ring time.
+
+The result is written to ``$DISTRAIN_CACHE_DIR`` (default ``~/.cache/distrain``) as
+``calibration-HOST-pN-BACKEND.json`` and reused until ``--calibrate`` asks again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import numpy as np
+
+import distrain
+from distrain import environment as env
+from distrain.costmodel.compute import median_seconds
+from distrain.costmodel.ring import CommModel, fit_alpha_beta, ring_time
+from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
+
+__all__ = ["calibrate", "cache_path", "load_or_calibrate"]
+
+
+def cache_path(size: int, backend: str) -> str:
+    """Where the calibration of this host, world size and backend is kept."""
+    root = env.setting(env.CACHE_DIR) or os.path.join(os.path.expanduser("~"), ".cache",
+                                                      "distrain")
+    return os.path.join(root, f"calibration-{socket.gethostname()}-p{size}-{backend}.json")
+
+
+def _slowest(seconds: float) -> float:
+    return max(distrain.collectives.backend().gather_objects(seconds))
+
+
+def _sweep(backend, chunk_bytes: int, repeats: int):
+    sizes, times = [], []
+    transport = getattr(getattr(backend, "engine", None), "transport", None)
+    nbytes = 256
+    while nbytes <= max(chunk_bytes, 256):
+        buf = np.ones(nbytes // 4, np.float32)
+        out = np.empty_like(buf)
+        if transport is not None:
+            run = lambda b=buf, o=out: transport.allreduce(b, o, distrain.Sum)  # noqa: E731
+        else:  # the horovod backend: its whole call is the message
+            run = lambda b=buf: distrain.allreduce(b, op=distrain.Sum)  # noqa: E731
+        distrain.barrier()
+        sizes.append(nbytes)
+        times.append(_slowest(median_seconds(run, repeats)))
+        nbytes *= 4
+    return sizes, times
+
+
+def calibrate(repeats: int = 20) -> CommModel:
+    """Measures the communication constants on every rank of the running job.
+
+    Returns:
+        The fitted :class:`CommModel`.
+    """
+    backend = distrain.collectives.backend()
+    size = backend.world.size
+    engine = getattr(backend, "engine", None)
+    chunk = engine.chunk_bytes if engine else DEFAULT_CHUNK_BYTES
+    threshold = engine.fusion_threshold if engine else DEFAULT_FUSION_THRESHOLD
+    alpha = beta = 0.0
+    if size > 1:
+        alpha, beta = fit_alpha_beta(*_sweep(backend, chunk, repeats), size)
+    src = np.ones(1 << 20, np.float32)
+    dst = np.empty_like(src)
+    gamma = _slowest(median_seconds(lambda: np.multiply(src, 0.5, out=dst), repeats)) \
+        / src.nbytes
+    import tensorflow as tf  # the per-tensor cost includes TensorFlow's conversions
+    one = [tf.ones([4])]
+    many = [tf.ones([4])] * 32
+    single = _slowest(median_seconds(lambda: distrain.grouped_allreduce(one), repeats))
+    multi = _slowest(median_seconds(lambda: distrain.grouped_allreduce(many), repeats))
+    message = ring_time(4, size, alpha, beta)
+    tensor_overhead = max(multi - single, 0.0) / 31
+    call_overhead = max(single - message - tensor_overhead, 0.0)
+    return CommModel(size, alpha, beta, gamma, call_overhead, tensor_overhead, chunk,
+                     threshold)
+
+
+def load_or_calibrate(recalibrate: bool = False) -> CommModel:
+    """The cached calibration for this job's shape, measured first when missing or asked.
+
+    Rank 0 decides and shares its constants, so every rank uses the same model.
+
+    Args:
+        recalibrate: measure even when a cache exists.
+
+    Returns:
+        The :class:`CommModel`.
+    """
+    backend = distrain.collectives.backend()
+    path = cache_path(backend.world.size, backend.name)
+    cached = None
+    if backend.world.rank == 0 and not recalibrate and os.path.isfile(path):
+        try:
+            with open(path) as handle:
+                cached = json.load(handle)
+        except (OSError, ValueError):
+            cached = None
+    cached = backend.gather_objects(cached)[0]
+    engine = getattr(backend, "engine", None)
+    if cached is not None and engine is not None and (
+            cached.get("chunk_bytes") != engine.chunk_bytes):
+        cached = None  # measured with another chunk size
+    if cached is None:
+        model = calibrate()
+        if backend.world.rank == 0:
+            _write(path, dict(vars(model), measured=time.time()))
+        return model
+    fields = {k: cached[k] for k in CommModel.__dataclass_fields__ if k in cached}
+    if engine is not None:
+        fields["fusion_threshold"] = engine.fusion_threshold
+    return CommModel(**fields)
+
+
+def _write(path: str, record: dict) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump(record, handle, indent=1)
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a cache that cannot be written is only slower next time

@@ -1,0 +1,145 @@
+"""The communication model: a ring allreduce per MPI message, plus the host's own costs.
+
+A ring allreduce of ``n`` bytes over ``p`` ranks sends ``2(p-1)`` messages per rank and moves
+``2(p-1)/p x n`` bytes through each link, so it takes
+
+    T(n, p) = 2(p-1) alpha + 2(p-1)/p x n x beta.
+
+distrain's grouped allreduce is one negotiation, then the fusion plan's messages (buckets and
+direct tensors, each cut into chunks of ``chunk_bytes``), then the copies that pack, unpack and
+scale. Its predicted time is
+
+    T = call_overhead + tensor_overhead x tensors + sum over chunks T(chunk, p)
+        + gamma x copied bytes
+
+with ``alpha`` and ``beta`` fitted to a sweep of raw chunk-sized allreduces and ``gamma``,
+``call_overhead`` and ``tensor_overhead`` timed on this host (:mod:`distrain.costmodel.calibrate`).
+
+Example:
+    >>> comm = CommModel(size=4, alpha=1e-5, beta=1e-9)
+    >>> round(comm.message_time(1 << 20) * 1e3, 3)   # 6 x 10 us + 1.5 x 1 MiB x 1 ns
+    1.633
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD, Direct, chunks, \
+    plan_fusion
+
+__all__ = ["CommModel", "fit_alpha_beta", "ring_time", "WHATIF_SIZES"]
+
+WHATIF_SIZES = tuple(2 ** k for k in range(9))  # 1, 2, 4, ..., 256
+
+
+def ring_time(nbytes: float, size: int, alpha: float, beta: float) -> float:
+    """``2(p-1) alpha + 2(p-1)/p x n x beta``; 0 for one rank.
+
+    Args:
+        nbytes: the message size.
+        size: ranks, p.
+        alpha: latency per step, seconds.
+        beta: seconds per byte.
+    """
+    if size <= 1:
+        return 0.0
+    return 2 * (size - 1) * alpha + 2 * (size - 1) / size * nbytes * beta
+
+
+def fit_alpha_beta(sizes: Sequence[float], seconds: Sequence[float], ranks: int):
+    """Least-squares ``alpha`` and ``beta`` from allreduce times of several message sizes.
+
+    Fits ``t = c0 + c1 x n`` and reads ``c0 = 2(p-1) alpha``, ``c1 = 2(p-1)/p x beta``.
+
+    Args:
+        sizes: message sizes in bytes.
+        seconds: the measured time of each.
+        ranks: the world size the sweep ran at (> 1).
+
+    Returns:
+        ``(alpha, beta)``, each at least 0.
+
+    Raises:
+        ValueError: fewer than two sizes, or one rank.
+    """
+    if len(sizes) < 2 or ranks < 2:
+        raise ValueError("fitting alpha and beta needs two or more sizes and ranks")
+    c1, c0 = np.polyfit(np.asarray(sizes, float), np.asarray(seconds, float), 1)
+    alpha = max(float(c0), 0.0) / (2 * (ranks - 1))
+    beta = max(float(c1), 0.0) * ranks / (2 * (ranks - 1))
+    return alpha, beta
+
+
+@dataclasses.dataclass(frozen=True)
+class CommModel:
+    """Predicts distrain's grouped allreduce time.
+
+    Attributes:
+        size: the world size the constants were measured at.
+        alpha: ring latency per step (s).
+        beta: ring seconds per byte.
+        gamma: host copy seconds per byte (packing, unpacking, scaling).
+        call_overhead: fixed cost of one grouped call (negotiation, planning), seconds.
+        tensor_overhead: cost per tensor in a call (conversion, bookkeeping), seconds.
+        chunk_bytes: the largest MPI message.
+        fusion_threshold: the fusion bucket size.
+    """
+
+    size: int
+    alpha: float
+    beta: float
+    gamma: float = 0.0
+    call_overhead: float = 0.0
+    tensor_overhead: float = 0.0
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    fusion_threshold: int = DEFAULT_FUSION_THRESHOLD
+
+    def message_time(self, nbytes: float, size: int | None = None) -> float:
+        """The ring time of one message at ``size`` ranks (default: the measured size)."""
+        return ring_time(nbytes, self.size if size is None else size, self.alpha, self.beta)
+
+    def allreduce_time(self, shapes: Sequence, dtypes: Sequence, size: int | None = None,
+                       fusion_threshold: int | None = None) -> float:
+        """Predicted time of one grouped allreduce of tensors with these shapes and dtypes.
+
+        Args:
+            shapes: each tensor's shape.
+            dtypes: each tensor's dtype.
+            size: ranks (default: the measured size).
+            fusion_threshold: the bucket size (default: the measured run's).
+
+        Returns:
+            Seconds.
+        """
+        size = self.size if size is None else size
+        threshold = self.fusion_threshold if fusion_threshold is None else fusion_threshold
+        plan = plan_fusion(shapes, dtypes, threshold, self.chunk_bytes)
+        total = self.call_overhead + self.tensor_overhead * len(shapes)
+        for group in plan:
+            if isinstance(group, Direct):
+                count = int(np.prod(shapes[group.index], dtype=np.int64))
+                itemsize = np.dtype(dtypes[group.index]).itemsize
+                copied = count * itemsize  # the averaging pass over the output
+            else:
+                count, itemsize = group.count, group.dtype.itemsize
+                copied = 2 * count * itemsize  # pack, then unpack
+            total += self.gamma * copied
+            for start, stop in chunks(count, itemsize, self.chunk_bytes):
+                total += self.message_time((stop - start) * itemsize, size)
+        return total
+
+    def recommended_fusion_threshold(self, size: int | None = None) -> int:
+        """The smallest bucket whose latency is at most 5 % of its transfer time.
+
+        ``2(p-1) alpha <= 0.05 x 2(p-1)/p x n x beta`` gives ``n >= 20 p alpha / beta``;
+        rounded up to a power of two and kept within 64 KiB .. 256 MiB.
+        """
+        size = self.size if size is None else size
+        if self.beta <= 0 or size <= 1:
+            return self.fusion_threshold
+        need = 20 * size * self.alpha / self.beta
+        power = 1 << max(16, int(np.ceil(np.log2(max(need, 1)))))
+        return int(min(power, 256 << 20))

@@ -1,0 +1,107 @@
+"""The cost model's arithmetic on synthetic numbers, and how models are cut into sub-models."""
+import numpy as np
+import pytest
+
+from distrain import costmodel
+from distrain.costmodel.ring import CommModel, fit_alpha_beta, ring_time
+
+
+def test_ring_time_is_the_alpha_beta_formula():
+    assert ring_time(1000, 1, 1.0, 1.0) == 0.0
+    assert ring_time(1000, 4, alpha=2e-6, beta=1e-9) == pytest.approx(6 * 2e-6 + 1.5 * 1e-6)
+
+
+def test_fit_recovers_alpha_and_beta_exactly():
+    alpha, beta, p = 3e-6, 2e-10, 4
+    sizes = [256, 4096, 65536, 1 << 20]
+    times = [ring_time(n, p, alpha, beta) for n in sizes]
+    fitted = fit_alpha_beta(sizes, times, p)
+    assert fitted == pytest.approx((alpha, beta), rel=1e-6)
+    with pytest.raises(ValueError):
+        fit_alpha_beta([1], [1.0], 2)
+
+
+def test_allreduce_time_follows_the_fusion_plan_and_chunks():
+    comm = CommModel(size=2, alpha=1e-6, beta=1e-9, gamma=1e-10, call_overhead=1e-4,
+                     tensor_overhead=1e-5, chunk_bytes=1 << 20, fusion_threshold=64 << 20)
+    # One direct 4 MiB tensor (4 chunks, scaled once) and two small ones in one bucket.
+    shapes, dtypes = [(1 << 20,), (10,), (6,)], ["float32"] * 3
+    direct = 4 * ring_time(1 << 20, 2, 1e-6, 1e-9) + 1e-10 * (4 << 20)
+    bucket = ring_time(64, 2, 1e-6, 1e-9) + 1e-10 * 2 * 64
+    expected = 1e-4 + 3 * 1e-5 + direct + bucket
+    assert comm.allreduce_time(shapes, dtypes) == pytest.approx(expected)
+    # More ranks cost more; one rank costs only the host's share.
+    assert comm.allreduce_time(shapes, dtypes, size=8) > comm.allreduce_time(shapes, dtypes)
+    assert comm.allreduce_time(shapes, dtypes, size=1) == pytest.approx(
+        1e-4 + 3e-5 + 1e-10 * ((4 << 20) + 128))
+
+
+def test_recommended_threshold_balances_latency_and_bandwidth():
+    comm = CommModel(size=4, alpha=5e-6, beta=1e-10)
+    # n >= 20 p alpha / beta = 4e6 bytes -> next power of two.
+    assert comm.recommended_fusion_threshold() == 1 << 22
+    assert CommModel(size=1, alpha=0, beta=0, fusion_threshold=123).\
+        recommended_fusion_threshold() == 123
+
+
+def _prediction(phases, shapes=((1000,),)):
+    comm = CommModel(size=2, alpha=1e-5, beta=1e-9)
+    return costmodel.Prediction(dict(phases), [("a", 1.0)], 0.0, comm, 32, list(shapes),
+                                ["float32"] * len(shapes))
+
+
+def test_whatif_scales_only_the_allreduce():
+    p = _prediction({"data": 0.001, "compute": 0.010, "allreduce": 0.0, "apply": 0.001})
+    rows = costmodel.whatif(p, sizes=(1, 2, 4))
+    fixed = 0.012
+    assert rows[0] == {"ranks": 1, "step_s": fixed, "samples_per_s": 32 / fixed,
+                       "efficiency": 1.0}
+    step4 = fixed + ring_time(4000, 4, 1e-5, 1e-9)
+    assert rows[2]["step_s"] == pytest.approx(step4)
+    assert rows[2]["samples_per_s"] == pytest.approx(128 / step4)
+    assert rows[2]["efficiency"] == pytest.approx(fixed / step4)
+
+
+def test_total_and_combine_take_medians():
+    a = _prediction({"data": 1, "compute": 2, "allreduce": 3, "apply": 4})
+    b = _prediction({"data": 3, "compute": 2, "allreduce": 1, "apply": 0})
+    c = _prediction({"data": 2, "compute": 5, "allreduce": 2, "apply": 2})
+    assert a.total == 10
+    merged = costmodel.combine([a, b, c])
+    assert merged.phases == {"data": 2, "compute": 2, "allreduce": 2, "apply": 2}
+    assert merged.to_dict()["total"] == 8
+    assert [r["ranks"] for r in merged.to_dict()["whatif"]] == list(costmodel.WHATIF_SIZES)
+
+
+@pytest.fixture(scope="module")
+def keras():
+    return pytest.importorskip("keras")
+
+
+def test_chains_are_cut_after_every_layer_and_residual_blocks_stay_whole(keras):
+    from distrain.costmodel.compute import submodels
+    from distrain.train.models import build_model
+    mlp = build_model("mlp", (4, 4, 1), 3)
+    names = [n for n, _ in submodels(mlp)]
+    assert len(names) == 4 and names[0].startswith("flatten")  # Keras may number it
+    assert names[1:] == ["dense_1", "dense_2", "logits"]
+    resnet = build_model("resnet", (8, 8, 1), 3)
+    names = [n for n, _ in submodels(resnet)]
+    assert "stage1_block1_conv1..stage1_block1_add" in names
+    assert not any(n.startswith("stage1_block1_bn1") for n in names)  # inside its block
+    # Every trainable weight is in exactly one sub-model.
+    counted = sum(len(m.trainable_weights) for _, m in submodels(resnet))
+    assert counted == len(resnet.trainable_weights)
+
+
+def test_predict_runs_without_training_or_mpi(keras):
+    from distrain.train.models import build_model
+    model = build_model("cnn", (8, 8, 1), 4)
+    before = [np.asarray(v).copy() for v in model.weights]
+    prediction = costmodel.predict(model, batch_size=8, num_classes=4,
+                                   optimizer=keras.optimizers.SGD(0.1), repeats=3)
+    assert prediction.phases["compute"] > 0 and prediction.phases["apply"] > 0
+    assert prediction.phases["allreduce"] == 0  # one rank, no communication model given
+    assert [n for n, _ in prediction.submodels][-1] == "loss"
+    for old, new in zip(before, model.weights):  # timing left the model as it was
+        np.testing.assert_array_equal(old, np.asarray(new))
