@@ -1,0 +1,154 @@
+"""From a :class:`LaunchConfig` to a finished job: checks, plans, runs and relaunches.
+
+Everything that can be wrong with the input (no mpirun, an unknown MPI, a missing program, a
+missing ssh key) is found by :func:`plan` before any process of the job starts.
+
+Example:
+    >>> from distrain.run import LaunchConfig, launch
+    >>> launch(LaunchConfig(["python", "-c", "pass"], np=2))   # doctest: +SKIP
+    0
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import shutil
+import sys
+
+from distrain import environment as env
+from distrain.errors import UsageError
+from distrain.run.command import (forwarded_names, heartbeat_interval, job_env, mpirun_argv,
+                                  rank_command)
+from distrain.run.config import LaunchConfig
+from distrain.run.hosts import placement
+from distrain.run.output import Console, RankFiles
+from distrain.run.supervisor import Job, supervise
+from distrain.run.vendors import Vendor, detect_vendor, find_mpirun, version_text
+
+__all__ = ["Plan", "plan", "job", "launch", "local_cores"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the checks found.
+
+    Attributes:
+        mpirun: the launcher's path.
+        vendor: its flag table.
+        oversubscribe: whether more ranks than slots are allowed.
+        hosts: the host each rank is planned on.
+        is_root: whether distrain-run runs as root.
+        warnings: what to tell the user before starting.
+    """
+
+    mpirun: str
+    vendor: Vendor
+    oversubscribe: bool
+    hosts: tuple[str, ...]
+    is_root: bool
+    warnings: tuple[str, ...] = ()
+
+
+def local_cores() -> int:
+    """The cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _check_program(program: str, environ) -> None:
+    if os.sep in program:
+        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+            raise UsageError(f"program {program!r} does not exist or is not executable")
+    elif shutil.which(program, path=environ.get(env.PATH, os.defpath)) is None:
+        raise UsageError(f"program {program!r} not found on PATH; give its path or "
+                         f"install it")
+
+
+def plan(config: LaunchConfig, environ=None) -> Plan:
+    """Finds mpirun and its vendor and checks the program, before anything starts.
+
+    Args:
+        config: the launch.
+        environ: the environment to look things up in; ``os.environ`` when None.
+
+    Returns:
+        The plan.
+
+    Raises:
+        UsageError: no mpirun, an unrecognised MPI, a missing program or ssh key.
+    """
+    environ = os.environ if environ is None else environ
+    mpirun = find_mpirun(environ, beside=os.path.dirname(sys.executable))
+    _check_program(config.command[0], environ)
+    if config.ssh_identity_file and not os.path.isfile(config.ssh_identity_file):
+        raise UsageError(f"-i/--ssh-identity-file {config.ssh_identity_file!r} does not exist")
+    vendor = detect_vendor(version_text(mpirun))
+    warnings = []
+    if config.hosts:
+        oversubscribe, hosts = config.oversubscribe, placement(config.hosts, config.np)
+    else:
+        cores = local_cores()
+        oversubscribe = config.oversubscribe or config.np > cores
+        if config.np > cores and not config.oversubscribe:
+            warnings.append(f"{config.np} ranks on {cores} local cores: oversubscribing")
+        hosts = [os.uname().nodename] * config.np
+    return Plan(mpirun, vendor, oversubscribe, tuple(hosts), os.geteuid() == 0,
+                tuple(warnings))
+
+
+def job(config: LaunchConfig, the_plan: Plan, environ, restart: int = 0) -> Job:
+    """The mpirun run for one attempt (``restart`` = 0 first, k on the k-th relaunch)."""
+    child = job_env(environ, config, restart)
+    forward = forwarded_names(child, forced=[name for name, _ in config.env])
+    ranks = rank_command(the_plan.vendor, config.command, sys.executable,
+                         heartbeat_interval(config.heartbeat_timeout))
+    argv = mpirun_argv(the_plan.mpirun, the_plan.vendor, config, forward=forward,
+                       is_root=the_plan.is_root, oversubscribe=the_plan.oversubscribe,
+                       ranks=ranks)
+    return Job(tuple(argv), child, the_plan.vendor, config.np, the_plan.hosts,
+               config.start_timeout, config.heartbeat_timeout)
+
+
+def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
+    """Runs the job, relaunching it after a failure up to ``config.max_restarts`` times.
+
+    Args:
+        config: the launch.
+        environ: distrain-run's environment; ``os.environ`` when None.
+        out: where ranks' stdout goes; ``sys.stdout`` when None.
+        err: where ranks' stderr and distrain-run's messages go; ``sys.stderr`` when None.
+
+    Returns:
+        0, the failed rank's exit code, 124 for a timeout, or 130/143 after SIGINT/SIGTERM.
+
+    Raises:
+        UsageError: bad input found before anything started.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    the_plan = plan(config, environ)
+    console = Console(out or sys.stdout, err or sys.stderr)
+    for warning in the_plan.warnings:
+        console.plain("stderr", f"distrain-run: warning: {warning}")
+    files = RankFiles(config.output_filename) if config.output_filename else None
+    try:
+        for attempt in range(config.max_restarts + 1):
+            the_job = job(config, the_plan, environ, attempt)
+            if config.verbose:
+                console.plain("stderr", f"distrain-run: {the_plan.vendor.label} at "
+                                        f"{the_plan.mpirun}: {shlex.join(the_job.argv)}")
+            outcome = supervise(the_job, console, files)
+            if outcome.kind in ("ok", "interrupted"):
+                if outcome.message:
+                    console.plain("stderr", f"distrain-run: {outcome.message}")
+                return outcome.code
+            console.plain("stderr", f"distrain-run: {outcome.message}")
+            if attempt < config.max_restarts:
+                console.plain("stderr", f"distrain-run: restart {attempt + 1} of "
+                                        f"{config.max_restarts}: relaunching every rank with "
+                                        f"{env.RESTART_COUNT}={attempt + 1}")
+        return outcome.code
+    finally:
+        if files is not None:
+            files.close()

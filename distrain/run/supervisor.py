@@ -1,0 +1,383 @@
+"""Runs one mpirun job and watches it until every rank is gone.
+
+mpirun starts in a session of its own, so every process of the job (mpirun, its daemons, the
+rank wrappers, the programs) can be found, and killed, by session id. The supervisor reads
+mpirun's rank-tagged output, shows it through :class:`~distrain.run.output.Console`, and acts
+on the rank wrappers' records (:mod:`distrain.run.rank`):
+
+- a rank exits non-zero: mpirun gets :data:`STOP_GRACE` seconds to stop the others itself,
+  then SIGTERM, then :data:`KILL_GRACE` seconds later SIGKILL for the whole session: every
+  rank is gone within 10 s. The outcome names the rank, its host, its exit code and the last
+  lines of its stderr;
+- SIGINT or SIGTERM to distrain-run: the same without the first wait (a second signal kills
+  at once); the outcome's code is 130 or 143;
+- a rank has not started within the start timeout, or a started rank falls silent (no
+  output, no heartbeat) for the heartbeat timeout: the job is stopped, code 124, naming the
+  ranks and hosts.
+
+Whatever the outcome, processes of the session still alive after mpirun ends get SIGTERM,
+then SIGKILL: no orphans.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import selectors
+import signal
+import subprocess
+import time
+
+from distrain.errors import UsageError
+from distrain.run.output import Console, RankFiles
+from distrain.run.rank import die_with_parent, exit_watch, parse_record
+from distrain.run.vendors import Vendor
+
+__all__ = ["Job", "Outcome", "supervise", "session_pids", "kill_session", "TIMEOUT_EXIT_CODE"]
+
+STOP_GRACE = 2.0
+KILL_GRACE = 4.0
+TIMEOUT_EXIT_CODE = 124
+STDERR_LINES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One mpirun run.
+
+    Attributes:
+        argv: the mpirun command.
+        env: mpirun's whole environment.
+        vendor: the launcher's table (for its output tags).
+        np: the number of ranks.
+        hosts: the host each rank is planned on (for messages about ranks never heard of).
+        start_timeout: seconds for every rank to start.
+        heartbeat_timeout: seconds a started rank may stay silent; 0 never times out.
+    """
+
+    argv: tuple[str, ...]
+    env: dict
+    vendor: Vendor
+    np: int
+    hosts: tuple[str, ...]
+    start_timeout: float
+    heartbeat_timeout: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How a job ended.
+
+    Attributes:
+        code: distrain-run's exit code for it.
+        kind: ``ok``, ``rank`` (a rank failed), ``interrupted``, ``start-timeout``, ``lost``
+            or ``mpirun`` (mpirun failed and no rank said why).
+        message: one paragraph for the user; empty when ``ok``.
+    """
+
+    code: int
+    kind: str
+    message: str = ""
+
+
+@dataclasses.dataclass
+class _Rank:
+    host: str | None = None
+    last_seen: float = 0.0
+    exit_code: int | None = None
+    signal: int = 0
+    ended: float = 0.0
+    stderr: collections.deque = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=STDERR_LINES))
+
+
+def session_pids(sid: int) -> list[int]:
+    """The live processes of session ``sid`` (from ``/proc``; empty where it is missing).
+
+    Zombies are left out: they hold nothing and cannot be killed.
+    """
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stream:
+                fields = stream.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+            found.append(int(entry))
+    return found
+
+
+def kill_session(sid: int, sig: int = signal.SIGKILL) -> list[int]:
+    """Sends ``sig`` to every process of session ``sid``; returns their pids."""
+    pids = session_pids(sid)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    return pids
+
+
+def _reap_session(sid: int, grace: float = 2.0) -> None:
+    if not kill_session(sid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    while session_pids(sid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kill_session(sid, signal.SIGKILL)
+
+
+class _Watch:
+    def __init__(self, job: Job, console: Console, files: RankFiles | None):
+        self.job, self.console, self.files = job, console, files
+        self.tag = job.vendor.tag_regex()
+        self.ranks: dict[int, _Rank] = {}
+        self.started: set[int] = set()
+        self.mpirun_tail: collections.deque = collections.deque(maxlen=STDERR_LINES)
+        self.buffers = {"stdout": b"", "stderr": b""}
+        self.signals: list[int] = []
+        self.kind: str | None = None          # why the job is being stopped
+        self.failed: list[int] = []            # ranks that failed on their own
+        self.lost: list[int] = []
+        self.term_due: float | None = None
+        self.term_sent: float | None = None
+        self.proc: subprocess.Popen | None = None
+
+    def run(self) -> Outcome:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        restore = self._catch_signals(wake_w)
+        try:
+            try:
+                self.proc = subprocess.Popen(
+                    self.job.argv, env=self.job.env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
+            except OSError as exc:
+                raise UsageError(f"cannot start {self.job.argv[0]}: {exc.strerror}") from None
+            self.start = time.monotonic()
+            self._loop(wake_r)
+            self.proc.wait()
+        finally:
+            restore()
+            os.close(wake_r)
+            os.close(wake_w)
+            if self.proc is not None:
+                for pipe in (self.proc.stdout, self.proc.stderr):
+                    pipe.close()
+                _reap_session(self.proc.pid)
+            self.console.close()
+        return self._outcome()
+
+    def _catch_signals(self, wake_w: int):
+        def on_signal(signum, frame):
+            self.signals.append(signum)
+
+        try:
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            old_fd = signal.set_wakeup_fd(wake_w)
+        except ValueError:                    # not the main thread: no signal handling
+            return lambda: None
+
+        def restore():
+            signal.set_wakeup_fd(old_fd)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return restore
+
+    def _loop(self, wake_r: int) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(self.proc.stderr, selectors.EVENT_READ, "stderr")
+        selector.register(wake_r, selectors.EVENT_READ, None)
+        exit_fd = exit_watch(self.proc.pid)
+        if exit_fd is not None:
+            selector.register(exit_fd, selectors.EVENT_READ, "exit")
+        streams, ended = 2, None
+        while True:
+            for key, _ in selector.select(0.25):
+                if key.data == "exit":        # mpirun ended: reaped below
+                    selector.unregister(exit_fd)
+                    os.close(exit_fd)
+                    exit_fd = None
+                    continue
+                if key.data is None:
+                    while True:
+                        try:
+                            if not os.read(wake_r, 512):
+                                break
+                        except BlockingIOError:
+                            break
+                    continue
+                data = os.read(key.fd, 65536)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    streams -= 1
+                self._feed(key.data, data)
+            now = time.monotonic()
+            self._check(now)
+            if self.proc.poll() is not None:
+                ended = ended or now
+                if streams == 0 or now - ended > 1.0:
+                    break
+        selector.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
+
+    def _feed(self, stream: str, data: bytes) -> None:
+        buffer = self.buffers[stream] + data
+        if not data and buffer:
+            buffer += b"\n"
+        *lines, self.buffers[stream] = buffer.split(b"\n")
+        for line in lines:
+            self._line(stream, line)
+
+    def _line(self, stream: str, raw: bytes) -> None:
+        bar = raw.endswith(b"\r")
+        text = (raw[:-1] if bar else raw).decode("utf-8", "replace")
+        match = self.tag.match(text)
+        if match is None:
+            self.console.plain(stream, text)
+            if text.strip(" -"):
+                self.mpirun_tail.append(text)
+            return
+        rank, body = int(match["rank"]), match["text"]
+        stream = match.groupdict().get("stream") or stream
+        state = self.ranks.setdefault(rank, _Rank())
+        state.last_seen = time.monotonic()
+        record = parse_record(body)
+        if record is not None:
+            self._record(rank, state, *record)
+            return
+        self.console.rank_line(rank, stream, body, bar)
+        if not bar:
+            if stream == "stderr" and body.strip(" -"):
+                state.stderr.append(body)
+            if self.files is not None:
+                self.files.write(rank, body)
+
+    def _record(self, rank: int, state: _Rank, kind: str, fields: dict) -> None:
+        if kind == "start":
+            state.host = fields.get("host")
+            self.started.add(rank)
+        elif kind == "exit":
+            state.exit_code = int(fields.get("code", "1"))
+            state.signal = int(fields.get("signal", "0"))
+            state.ended = float(fields.get("time", "0") or 0)
+            if state.exit_code and fields.get("stopped") != "1":
+                self.failed.append(rank)
+                if self.kind is None:
+                    self.kind, self.term_due = "rank", time.monotonic() + STOP_GRACE
+
+    def _check(self, now: float) -> None:
+        if self.signals:
+            if self.kind != "interrupted":
+                self.kind, self.term_due = "interrupted", now
+            if len(self.signals) > 1:
+                kill_session(self.proc.pid)
+        if self.kind is None:
+            if len(self.started) < self.job.np and now - self.start > self.job.start_timeout:
+                self.kind, self.term_due = "start-timeout", now
+            elif self.job.heartbeat_timeout > 0:
+                self.lost = sorted(
+                    r for r in self.started if self.ranks[r].exit_code is None
+                    and now - self.ranks[r].last_seen > self.job.heartbeat_timeout)
+                if self.lost:
+                    self.kind, self.term_due = "lost", now
+        if self.proc.poll() is not None:
+            return
+        if self.term_sent is None and self.term_due is not None and now >= self.term_due:
+            self.proc.send_signal(signal.SIGTERM)
+            self.term_sent = now
+        elif self.term_sent is not None and now >= self.term_sent + KILL_GRACE:
+            kill_session(self.proc.pid)
+
+    def _hosts(self, ranks) -> str:
+        """``host a`` or ``hosts a, b``: where ``ranks`` said they run, else were planned."""
+        names = []
+        for rank in ranks:
+            state = self.ranks.get(rank)
+            host = state.host if state and state.host else self.job.hosts[rank]
+            if host not in names:
+                names.append(host)
+        return f"host{_s(names)} {_list(names)}"
+
+    def _rank_failure(self) -> Outcome:
+        """The rank whose program ended first names the failure; later ones are listed."""
+        first, *others = sorted(self.failed, key=lambda r: (self.ranks[r].ended, r))
+        state = self.ranks[first]
+        tail = ("; the last lines of its stderr:\n" + "\n".join(
+            f"    {line}" for line in state.stderr)) if state.stderr else (
+            "; it wrote nothing to stderr")
+        also = "".join(f"; then rank {r} on {self._hosts([r])} {self._how(r)}"
+                       for r in others)
+        return Outcome(state.exit_code, "rank",
+                       f"rank {first} on {self._hosts([first])} {self._how(first)}"
+                       f"{also}; stopped the other ranks{tail}")
+
+    def _how(self, rank: int) -> str:
+        state = self.ranks[rank]
+        if state.signal:
+            return f"was killed by {signal.Signals(state.signal).name}"
+        return f"exited with code {state.exit_code}"
+
+    def _outcome(self) -> Outcome:
+        code = self.proc.returncode if self.proc is not None else 1
+        if self.kind == "interrupted":
+            signum = self.signals[0]
+            return Outcome(128 + signum, "interrupted",
+                           f"stopped by {signal.Signals(signum).name}: every rank was stopped")
+        if self.kind == "start-timeout":
+            missing = [r for r in range(self.job.np) if r not in self.started]
+            return Outcome(TIMEOUT_EXIT_CODE, "start-timeout",
+                           f"rank{_s(missing)} {_list(missing)} did not start within "
+                           f"{self.job.start_timeout:g} s (--start-timeout) on "
+                           f"{self._hosts(missing)}: check that each can be reached (ssh) and "
+                           f"has Python and distrain at the same paths")
+        if self.kind == "lost":
+            return Outcome(TIMEOUT_EXIT_CODE, "lost",
+                           f"lost contact with rank{_s(self.lost)} {_list(self.lost)} on "
+                           f"{self._hosts(self.lost)}: no output or heartbeat "
+                           f"for {self.job.heartbeat_timeout:g} s (--heartbeat-timeout); the "
+                           f"host is down, its network cut, or its MPI daemon died. Stopped "
+                           f"every rank")
+        if self.kind == "rank":
+            return self._rank_failure()
+        if code != 0:
+            tail = "\n".join(f"    {line}" for line in self.mpirun_tail)
+            return Outcome(code if code > 0 else 128 - code, "mpirun",
+                           f"mpirun exited with code {code} and no rank reported a failure"
+                           + (f"; its last messages:\n{tail}" if tail else ""))
+        return Outcome(0, "ok")
+
+
+def _s(items) -> str:
+    return "s" if len(items) > 1 else ""
+
+
+def _list(items) -> str:
+    return ", ".join(map(str, items))
+
+
+def supervise(job: Job, console: Console, files: RankFiles | None = None) -> Outcome:
+    """Runs ``job`` to its end, showing its output; see the module docstring.
+
+    Args:
+        job: what to run.
+        console: where ranks' output goes.
+        files: per-rank log files, if wanted.
+
+    Returns:
+        How the job ended.
+
+    Raises:
+        UsageError: mpirun cannot be started at all.
+    """
+    return _Watch(job, console, files).run()

@@ -1,0 +1,25 @@
+"""Helpers shared by distrain-run's process tests: is a process alive, and wait until not."""
+import os
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAM = os.path.join(HERE, "run_programs", "rank_program.py")
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def wait_gone(pids, within: float = 3.0) -> list[int]:
+    """Waits up to ``within`` seconds for ``pids`` to end; returns those still alive."""
+    deadline = time.monotonic() + within
+    while True:
+        left = [pid for pid in pids if alive(pid)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
