@@ -1,0 +1,183 @@
+"""distrain-run across hosts, on one machine: two network namespaces act as two hosts.
+
+Each namespace (its own address on a bridge, over a veth pair) is a host. Open MPI reaches
+them through an rsh agent that enters the namespace (``ip netns exec``) and gives it its own
+host name (``unshare --uts``), where ssh would log in. MPI traffic goes over TCP only.
+Faults: a rank on one host is killed; one host's link is cut (``ip link set ... down``).
+Each must end the job with a clear error, never a hang.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from run_helpers import wait_gone
+
+pytestmark = pytest.mark.mpi
+
+TAG = f"dr{os.getpid() % 100000}"
+SUBNET = f"10.213.{os.getpid() % 200 + 20}"
+HOSTS = {f"{SUBNET}.1": f"{TAG}a", f"{SUBNET}.2": f"{TAG}b"}   # address -> namespace
+BRIDGE = f"{TAG}br"
+
+TRAIN = """
+import os, sys, time
+import numpy as np
+import distrain as hvd
+hvd.init()
+rank, size = hvd.rank(), hvd.size()
+open(os.path.join(sys.argv[1], f"{rank}.pid"), "w").write(str(os.getpid()))
+rng = np.random.default_rng(rank)
+x = rng.normal(size=(64, 3)); y = x @ np.array([1.0, -2.0, 0.5])
+w = np.zeros(3)
+for step in range(int(sys.argv[2])):
+    grad = hvd.allreduce(2 * x.T @ (x @ w - y) / len(x), op=hvd.Average, name="grad")
+    w -= 0.1 * grad
+    time.sleep(float(sys.argv[3]))
+loss = hvd.allreduce(np.array([np.mean((x @ w - y) ** 2)]), op=hvd.Average, name="loss")
+print(f"{os.uname().nodename} rank {rank}/{size} w={np.round(w, 3).tolist()} "
+      f"loss={loss[0]:.5f}", flush=True)
+"""
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _teardown():
+    for namespace in HOSTS.values():
+        pids = _ip("netns", "pids", namespace, check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+        _ip("netns", "del", namespace, check=False)
+    for index in range(len(HOSTS)):
+        _ip("link", "del", f"{TAG}v{index}", check=False)   # a pinned namespace keeps them
+    _ip("link", "del", BRIDGE, check=False)
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    """Two namespaced hosts; yields (their addresses, the rsh agent, the root-side links)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("unshare") is None:
+        pytest.skip("network namespaces need root, iproute2's ip and util-linux's unshare")
+    links = {}
+    try:
+        _ip("link", "add", BRIDGE, "type", "bridge")
+        _ip("addr", "add", f"{SUBNET}.254/24", "dev", BRIDGE)
+        _ip("link", "set", BRIDGE, "up")
+        for index, (address, namespace) in enumerate(HOSTS.items()):
+            link = links[address] = f"{TAG}v{index}"
+            _ip("netns", "add", namespace)
+            _ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns",
+                namespace)
+            _ip("link", "set", link, "master", BRIDGE, "up")
+            _ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
+            _ip("-n", namespace, "link", "set", "eth0", "up")
+            _ip("-n", namespace, "link", "set", "lo", "up")
+    except subprocess.CalledProcessError as exc:
+        _teardown()
+        pytest.skip(f"cannot create network namespaces here: {exc.stderr.strip()}")
+    agent = tmp_path_factory.mktemp("agent") / "netns-rsh"
+    cases = "\n".join(f'  {address}) ns={namespace} ;;' for address, namespace in HOSTS.items())
+    agent.write_text(f"""#!/bin/sh
+# rsh agent for Open MPI: "agent HOST COMMAND..." runs COMMAND inside HOST's namespace.
+host="$1"; shift
+case "$host" in
+{cases}
+  *) echo "netns-rsh: unknown host $host" >&2; exit 255 ;;
+esac
+exec ip netns exec "$ns" unshare --uts sh -c 'hostname "$0"; exec sh -c "$1"' "$ns" "$*"
+""")
+    agent.chmod(0o755)
+    yield list(HOSTS), str(agent), links
+    _teardown()
+
+
+def _argv(addresses, agent, *extra, steps=10, pause=0.0, pid_dir="."):
+    hosts = ",".join(f"{address}:1" for address in addresses)
+    return ["distrain-run", "-np", "2", "-H", hosts, "--network-interfaces", f"{SUBNET}.0/24",
+            "--mpi-args", f"--prtemca plm_ssh_agent {agent} --mca btl self,tcp", *extra,
+            sys.executable, "-c", TRAIN, str(pid_dir), str(steps), str(pause)]
+
+
+def _wait_for_pids(pid_dir, proc, count=2, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = {p.stem: int(p.read_text()) for p in pid_dir.glob("*.pid") if p.read_text()}
+        if len(pids) >= count:
+            return pids
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "ranks did not start"
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(40)
+def test_training_runs_across_two_hosts_over_tcp(hosts, tmp_path):
+    addresses, agent, _ = hosts
+    done = subprocess.run(_argv(addresses, agent, pid_dir=tmp_path), capture_output=True,
+                          text=True, timeout=35)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if " rank " in line]
+    assert len(lines) == 2
+    names = sorted(HOSTS.values())
+    assert lines[0].startswith(f"[0]<stdout>: {names[0]} rank 0/2") or \
+        lines[1].startswith(f"[0]<stdout>: {names[0]} rank 0/2")
+    assert any(line.startswith(f"[1]<stdout>: {names[1]} rank 1/2") for line in lines)
+    weights = {line.split(" w=")[1] for line in lines}
+    assert len(weights) == 1, "the two hosts ended with different weights"
+
+
+@pytest.mark.timeout(40)
+def test_killing_one_hosts_rank_ends_the_job_naming_it(hosts, tmp_path):
+    addresses, agent, _ = hosts
+    proc = subprocess.Popen(_argv(addresses, agent, steps=100000, pause=0.01,
+                                  pid_dir=tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = _wait_for_pids(tmp_path, proc)
+        os.kill(pids["1"], signal.SIGKILL)
+        out, err = proc.communicate(timeout=25)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGKILL, err
+    assert f"rank 1 on host {HOSTS[addresses[1]]} was killed by SIGKILL" in err
+    assert not wait_gone(pids.values())
+
+
+@pytest.mark.timeout(50)
+@pytest.mark.parametrize("watch, flags, expected", [
+    ("stall inspector", ["--stall-warning-seconds", "2", "--stall-shutdown-seconds", "4",
+                         "--heartbeat-timeout", "30"],
+     ["ranks not joined: 1", "rank 0 on host {a} exited with code 124"]),
+    ("heartbeat", ["--stall-shutdown-seconds", "0", "--heartbeat-timeout", "4"],
+     ["lost contact with rank 1 on host {b}: no output or heartbeat for 4 s"]),
+])
+def test_cutting_one_hosts_link_ends_the_job_within_the_timeouts(hosts, tmp_path, watch, flags,
+                                                                 expected):
+    addresses, agent, links = hosts
+    proc = subprocess.Popen(_argv(addresses, agent, *flags, steps=100000, pause=0.01,
+                                  pid_dir=tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = _wait_for_pids(tmp_path, proc)
+        time.sleep(0.5)
+        _ip("link", "set", links[addresses[1]], "down")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        _ip("link", "set", links[addresses[1]], "up", check=False)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 124, err
+    for words in expected:
+        assert words.format(a=HOSTS[addresses[0]], b=HOSTS[addresses[1]]) in err, err
+    # While the link is down nothing can reach the cut host's daemon; once it is back, the
+    # daemon finds distrain-run's mpirun gone and stops its ranks.
+    assert not wait_gone(pids.values(), within=10.0)
