@@ -16,7 +16,7 @@ import distrain
 from distrain.errors import UsageError
 from distrain.timing import (SCHEMA, StepTimer, build_report, format_report, gather_report,
                              report_to_json, summarize_rank, write_json)
-from distrain.timing.report import write_atomically
+from distrain.files import write_atomically
 from distrain.timing.timer import PHASES, StepRecord
 from test_timing_summary import MS, PREDICTION, exact, record, steps
 

@@ -146,10 +146,13 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
     functions = {}
     if data is not None:
         x_train, y_train = data
+        order = rng.permutation(len(x_train))
+        cursor = [0]
 
-        def fetch():
-            rows = np.sort(rng.choice(len(x_train), size=min(batch_size, len(x_train)),
-                                      replace=False))
+        def fetch():  # as the training program reads a batch: a sorted slice of a shuffle
+            start = cursor[0] % max(1, len(order) - batch_size)
+            cursor[0] += batch_size
+            rows = np.sort(order[start:start + batch_size])
             tf.convert_to_tensor(x_train[rows])
             tf.convert_to_tensor(y_train[rows])
         functions["data"] = fetch

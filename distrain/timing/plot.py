@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 
 from distrain.errors import UsageError
-from distrain.timing.report import Report, write_atomically
+from distrain.files import write_atomically
+from distrain.timing.report import Report
 from distrain.timing.timer import PHASES
 
 __all__ = ["plot"]

@@ -17,19 +17,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import secrets
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from distrain import collectives
-from distrain.errors import UsageError
+from distrain.files import write_atomically
 from distrain.timing.summary import (TOTAL, Aggregate, RankSummary, aggregate, compare,
                                      summarize_rank)
 from distrain.timing.timer import PHASES, StepRecord
 
 __all__ = ["SCHEMA", "Report", "build_report", "gather_report", "format_report",
-           "report_to_json", "write_json", "write_atomically"]
+           "report_to_json", "write_json"]
 
 SCHEMA = "distrain.timing/1"
 
@@ -339,45 +337,6 @@ def report_to_json(report: Report) -> dict:
         "prediction": report.prediction,
     }
     return _plain(data)
-
-
-def write_atomically(path: str, write: Callable) -> None:
-    """Writes a file so that ``path`` holds the old or the whole new content, never a part.
-
-    The content goes to a temporary file in the same directory, is flushed and fsynced,
-    then renamed over ``path``; the directory is fsynced after. The file gets the usual
-    permissions (0666 less the umask).
-
-    Args:
-        path: the file to write.
-        write: called with the open binary file.
-
-    Raises:
-        UsageError: the file cannot be written (missing directory, no permission...).
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}."
-                                        f"{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path!r} ({exc.strerror or exc}); choose another "
-                         f"path") from None
 
 
 def write_json(report: Report, path: str) -> None:

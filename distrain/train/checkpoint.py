@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 
 from distrain.errors import UsageError
+from distrain.files import write_atomically
 
 __all__ = ["CHECKPOINT_NAME", "save", "load", "check_writable", "weights_digest"]
 
@@ -64,22 +65,7 @@ def save(directory: str, step: int, epoch: int, model_arrays, optimizer_arrays,
     header = dict(meta, step=step, epoch=epoch)
     arrays["meta"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     final = os.path.join(directory, CHECKPOINT_NAME)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(final, lambda handle: np.savez(handle, **arrays))
     return final
 
 

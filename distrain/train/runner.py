@@ -187,6 +187,8 @@ def run(config: TrainConfig) -> TrainResult:
                 _check_consistency(model, step)
             if rank == 0 and config.checkpoint_every and step % config.checkpoint_every == 0:
                 _save(config, model, optimizer, step, step // steps, size, printer)
+            if config.report_every and step % config.report_every == 0 and step < total_steps:
+                _report(config, timer, prediction, size, printer, final=False)
         totals = distrain.allreduce(sums, op=distrain.Sum, name="epoch metrics")
         loss, accuracy = totals[0] / totals[2], totals[1] / totals[2]
         printer.end_epoch(epoch, loss, accuracy, time.perf_counter() - began,
@@ -196,9 +198,38 @@ def run(config: TrainConfig) -> TrainResult:
     test_accuracy = _evaluate(model, data, rank, size, config.batch_size)
     if test_accuracy is not None:
         printer.line(f"test accuracy {test_accuracy:.4f}")
+    if timer.steps or size > 1:
+        _report(config, timer, prediction, size, printer, final=True)
     return TrainResult(step, loss, accuracy, test_accuracy,
                        checkpoint.weights_digest(np.asarray(v) for v in model.weights), timer,
                        start_step if config.resume else None, prediction)
+
+
+def _report(config, timer, prediction, size, printer, final: bool) -> None:
+    """Gathers every rank's timing on rank 0, prints it, and writes the files asked for."""
+    import socket
+    from distrain.timing.report import format_report, gather_report, write_json
+    trace = final and config.timeline is not None
+    report = gather_report(timer, distrain.rank(), socket.gethostname(), config.timing_warmup,
+                           config.global_batch_size(size),
+                           prediction.to_dict() if prediction else None,
+                           trace_steps=None if trace else 0)
+    if report is None:
+        return
+    printer.line(format_report(report))
+    if not final:
+        return
+    if config.report:
+        write_json(report, config.report)
+        printer.line(f"timing report written to {config.report}")
+    if config.timeline:
+        from distrain.timing.trace import write_trace
+        write_trace(report, config.timeline)
+        printer.line(f"timeline written to {config.timeline} (open in ui.perfetto.dev)")
+    if config.plot:
+        from distrain.timing.plot import plot
+        plot(report, config.plot)
+        printer.line(f"plot written to {config.plot}")
 
 
 def _predict(config, model, optimizer, data):
