@@ -12,6 +12,8 @@ from distrain.run.hosts import parse_hostfile, read_hostfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "launch")
+pytestmark = pytest.mark.timeout(60)
+
 RECIPES = ("local.sh", "hostfile.example", "slurm.sbatch", "mpijob.yaml")
 
 

@@ -45,7 +45,7 @@ def mpi_library(python: str = sys.executable, timeout: float = 30.0) -> tuple[bo
     if done.returncode:
         lines = (done.stderr or done.stdout).strip().splitlines()
         return False, lines[-1] if lines else f"exit code {done.returncode}"
-    return True, done.stdout.strip()
+    return True, done.stdout.replace("\x00", "").strip()
 
 
 def report(environ=None) -> str:
@@ -80,7 +80,8 @@ def report(environ=None) -> str:
         ("Horovod", horovod or "not installed"),
     ]
     backends = [
-        ("mpi", mpi_ok, f"mpi4py {mpi4py} with {library}" if mpi_ok else library),
+        ("mpi", mpi_ok, f"mpi4py {mpi4py} with {library.split(',')[0]}" if mpi_ok
+         else library),
         ("horovod", horovod_found,
          "installed; used when horovodrun starts the job (not imported here: it loads "
          "TensorFlow)" if horovod_found else "Horovod is not installed"),

@@ -208,13 +208,11 @@ class _Watch:
                     os.close(exit_fd)
                     exit_fd = None
                     continue
-                if key.data is None:
-                    while True:
-                        try:
-                            if not os.read(wake_r, 512):
-                                break
-                        except BlockingIOError:
-                            break
+                if key.data is None:          # a signal arrived: handled in _check
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
                     continue
                 data = os.read(key.fd, 65536)
                 if not data:
