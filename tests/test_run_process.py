@@ -5,6 +5,7 @@ to a file, so every test can check that no rank outlives distrain-run.
 """
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from distrain.run import LaunchConfig, launch
 from run_helpers import PROGRAM, alive
 
 pytestmark = pytest.mark.mpi
+
+HYDRA = shutil.which("mpiexec.hydra") or shutil.which("mpiexec.mpich")
 
 
 def _pids(pid_dir) -> dict[str, int]:
@@ -194,3 +197,18 @@ def test_python_api_launch_takes_the_same_config(pid_dir):
     assert launch(config, out=out, err=err) == 0, err.getvalue()
     assert "[1]<stdout>: hello from rank 1" in out.getvalue().splitlines()
     assert_no_orphans(pid_dir)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(HYDRA is None, reason="MPICH's mpiexec.hydra is not installed")
+def test_mpich_hydra_table_tags_output_and_stops_a_failed_job(pid_dir):
+    done = run(["-np", "2"], pid_dir, ["--print-env", env.OMP_NUM_THREADS, "--fail-rank", "1",
+                                       "--code", "4", "--sleep", "120"],
+               env={**os.environ, env.MPIRUN: HYDRA})
+    assert done.returncode == 4, done.stderr
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    for rank in range(2):
+        assert f"[{rank}]<stdout>: hello from rank {rank}" in done.stdout.splitlines()
+        assert f"[{rank}]<stdout>: {env.OMP_NUM_THREADS}={threads}" in done.stdout.splitlines()
+    assert f"rank 1 on host {os.uname().nodename} exited with code 4" in done.stderr
+    assert "rank 1 failing on purpose" in done.stderr
