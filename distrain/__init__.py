@@ -1,25 +1,43 @@
 """distrain: data-parallel TensorFlow/Keras training over MPI, with Horovod's API.
 
+Names load on first use, so ``import distrain`` (done by the ``distrain-run`` launcher) costs
+no numpy, MPI or TensorFlow import.
+
 Example:
     >>> import distrain as hvd
     >>> hvd.init()
     >>> hvd.rank(), hvd.size()          # (0, 1) in a plain python process
     (0, 1)
 """
-from distrain.collectives import (NotInitializedError, allgather, allreduce, barrier,
-                                  broadcast, broadcast_variables, cross_rank, cross_size,
-                                  grouped_allreduce, init, is_initialized, local_rank,
-                                  local_size, rank, shutdown, size)
-from distrain.backends.base import CollectiveMismatchError
-from distrain.environment import WorldError
-from distrain.ops import Average, Compression, Max, Min, ReduceOp, Sum
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
-    "cross_rank", "cross_size", "allreduce", "grouped_allreduce", "broadcast",
-    "broadcast_variables", "allgather", "barrier", "Average", "Sum", "Min", "Max",
-    "ReduceOp", "Compression", "NotInitializedError", "CollectiveMismatchError", "WorldError",
-    "__version__",
-]
+_EXPORTS = {
+    "distrain.collectives": (
+        "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
+        "cross_rank", "cross_size", "allreduce", "grouped_allreduce", "broadcast",
+        "broadcast_variables", "allgather", "barrier", "NotInitializedError"),
+    "distrain.ops": ("Average", "Sum", "Min", "Max", "ReduceOp", "Compression"),
+    "distrain.backends.base": ("CollectiveMismatchError",),
+    "distrain.environment": ("WorldError",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [name for names in _EXPORTS.values() for name in names] + ["__version__"]
+
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        try:  # a submodule, e.g. distrain.collectives
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'distrain' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

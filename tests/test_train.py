@@ -145,3 +145,21 @@ def test_horovod_tape_program_runs_in_tf_function():
     rows = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")]
     assert len(rows) == 2 and rows[0]["digest"] == rows[1]["digest"]
     assert rows[0]["tracings"] == 1
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+def test_distrain_run_restart_resumes_from_the_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    argv = ["distrain-run", "-np", "2", "--max-restarts", "1", sys.executable, "-m",
+            "distrain.train", "--model", "models_for_tests:crash_once", "--steps-per-epoch",
+            "20", "--checkpoint-dir", str(ckpt), "--checkpoint-every", "5",
+            "--no-cost-model"]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=220,
+                            env=rank_env(2, PYTHONPATH=os.path.join(ROOT, "tests", "programs")
+                                         + os.pathsep + ROOT))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "injected crash" in result.stdout + result.stderr
+    assert re.search(r"resumed from step 10, weights \w+", result.stdout), result.stdout[-3000:]
+    meta, _ = final_weights(ckpt)
+    assert meta["step"] == 20

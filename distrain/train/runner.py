@@ -141,7 +141,8 @@ def run(config: TrainConfig) -> TrainResult:
     if config.checkpoint_dir:
         _agree(lambda: checkpoint.check_writable(config.checkpoint_dir) if rank == 0 else None)
     start_step = 0
-    if config.resume:
+    resume = _should_resume(config, rank)
+    if resume:
         start_step = _agree(lambda: _restore(config, model, optimizer, size)
                             if rank == 0 else 0)
         start_step = int(distrain.broadcast(np.int64(start_step), root_rank=0))
@@ -152,7 +153,7 @@ def run(config: TrainConfig) -> TrainResult:
                  f"{device}; model {config.model} ({model.count_params():,} parameters), "
                  f"dataset {data.name}, global batch {config.global_batch_size(size)}, "
                  f"{steps} steps/epoch")
-    if config.resume:
+    if resume:
         printer.line(f"resumed from step {start_step}, weights {digest}")
 
     prediction = _predict(config, model, optimizer, data) if config.cost_model else None
@@ -202,7 +203,20 @@ def run(config: TrainConfig) -> TrainResult:
         _report(config, timer, prediction, size, printer, final=True)
     return TrainResult(step, loss, accuracy, test_accuracy,
                        checkpoint.weights_digest(np.asarray(v) for v in model.weights), timer,
-                       start_step if config.resume else None, prediction)
+                       start_step if resume else None, prediction)
+
+
+def _should_resume(config, rank: int) -> bool:
+    """``--resume``, or a relaunch by distrain-run (``DISTRAIN_RESTART_COUNT`` > 0) of a run
+    with a checkpoint directory that already holds a checkpoint (rank 0 looks)."""
+    if config.resume:
+        return True
+    if not config.checkpoint_dir or env.int_setting(env.RESTART_COUNT, 0) <= 0:
+        return False
+    import os
+    found = rank == 0 and os.path.isfile(os.path.join(config.checkpoint_dir,
+                                                      checkpoint.CHECKPOINT_NAME))
+    return bool(distrain.collectives.backend().gather_objects(found)[0])
 
 
 def _report(config, timer, prediction, size, printer, final: bool) -> None:

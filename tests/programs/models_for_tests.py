@@ -29,3 +29,30 @@ def raising(input_shape, num_classes):
 
 def not_a_model(input_shape, num_classes):
     return "a string"
+
+
+class _FailAtCall(keras.layers.Layer):
+    """Fails the step once it has been called ``limit`` times (a crash to restart from)."""
+
+    def __init__(self, limit, **kwargs):
+        super().__init__(**kwargs)
+        self.limit = limit
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def call(self, x):
+        self.calls.assign_add(1.0)
+        tf.debugging.assert_less(self.calls, float(self.limit), message="injected crash")
+        return x
+
+
+def crash_once(input_shape, num_classes):
+    """An MLP that crashes at its 15th training call, unless distrain-run relaunched it."""
+    import os
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Flatten()(inputs)
+    first_run = os.environ.get("DISTRAIN_RESTART_COUNT", "0") == "0"
+    x = _FailAtCall(15 if first_run else 10 ** 9)(x)
+    x = keras.layers.Dense(16, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
