@@ -174,7 +174,8 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
         functions["layer:loss"] = _layer_function(tf, lambda z: loss_fn(labels, z),
                                                   [logits], [])
     if optimizer is not None:
-        copies = [tf.Variable(tf.zeros(v.shape, v.dtype)) for v in model.trainable_variables]
+        make = getattr(keras, "Variable", tf.Variable)  # Keras 3 updates its own Variable type
+        copies = [make(np.zeros(v.shape, np.float32)) for v in model.trainable_variables]
         twin = optimizer.__class__.from_config(optimizer.get_config())
         twin.build(copies)
         grads = [tf.ones(v.shape, v.dtype) * 1e-6 for v in copies]
