@@ -115,10 +115,15 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     from distrain.costmodel.compute import step_functions, time_in_turn
     comm = comm or CommModel(size=1, alpha=0.0, beta=0.0)
     state = [(v, np.asarray(v)) for v in model.non_trainable_variables]
+    import tensorflow as tf
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # one function per sub-model is meant, not a retracing bug
     try:
         times = time_in_turn(step_functions(model, batch_size, num_classes, optimizer, data),
                              repeats)
     finally:
+        logger.setLevel(level)
         for variable, value in state:  # batch-norm statistics the timing moved
             variable.assign(value)
     call = times.pop("call")
