@@ -10,18 +10,9 @@ Example:
 """
 from __future__ import annotations
 
-from distrain.collectives import (allgather, allreduce, barrier, broadcast,
-                                  broadcast_variables, cross_rank, cross_size,
-                                  grouped_allreduce, init, is_initialized, local_rank,
-                                  local_size, rank, shutdown, size)
 from distrain.keras import callbacks
 from distrain.keras.optimizer import DistributedOptimizer
-from distrain.ops import Average, Compression, Max, Min, Sum
-from distrain.tensorflow import DistributedGradientTape
+from distrain.tensorflow import *  # noqa: F401,F403  the horovod.tensorflow names
+from distrain.tensorflow import __all__ as _TENSORFLOW_NAMES
 
-__all__ = [
-    "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
-    "cross_rank", "cross_size", "allreduce", "grouped_allreduce", "broadcast",
-    "broadcast_variables", "allgather", "barrier", "Average", "Sum", "Min", "Max",
-    "Compression", "DistributedOptimizer", "DistributedGradientTape", "callbacks",
-]
+__all__ = list(_TENSORFLOW_NAMES) + ["DistributedOptimizer", "callbacks"]
