@@ -1,8 +1,9 @@
 """Any uncaught error on a rank ends the whole job, so no rank waits forever for it.
 
-After :func:`install`, an uncaught exception, Ctrl-C, or ``sys.exit`` with a non-zero code
-prints the rank's traceback once, tagged with its rank, and aborts every rank through the
-backend (``MPI_Abort`` for the mpi backend).
+After :func:`install`, an uncaught exception (Ctrl-C included) prints the rank's traceback
+once, tagged with its rank, and aborts every rank through the backend (``MPI_Abort`` for the
+mpi backend). A rank that calls ``sys.exit`` with a non-zero code ends normally; mpirun,
+srun and distrain-run then stop the other ranks themselves.
 """
 from __future__ import annotations
 
