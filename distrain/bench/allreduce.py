@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from distrain import environment as env
+from distrain.tfimport import import_tensorflow
 
 __all__ = ["main", "bus_bandwidth"]
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.iters < 1 or args.warmup < 0:
         _parser().error("--iters must be >= 1 and --warmup >= 0")
     os.environ.setdefault(env.TF_CPP_MIN_LOG_LEVEL, "2")
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     import distrain
     from distrain.bench.shapes import resnet50_shapes

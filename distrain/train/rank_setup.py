@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from distrain import environment as env
+from distrain.tfimport import import_tensorflow
 
 __all__ = ["fair_threads", "quiet_tensorflow", "configure_tensorflow"]
 
@@ -29,9 +30,10 @@ def fair_threads(local_size: int, cores: int | None = None) -> int:
 
 
 def quiet_tensorflow() -> None:
-    """Hides TensorFlow's C++ log lines (Python exceptions still carry real errors) unless
-    the user set ``TF_CPP_MIN_LOG_LEVEL``."""
+    """Imports TensorFlow hiding its C++ log lines (Python exceptions still carry real
+    errors) unless the user set ``TF_CPP_MIN_LOG_LEVEL``; see :mod:`distrain.tfimport`."""
     os.environ.setdefault(env.TF_CPP_MIN_LOG_LEVEL, "3")
+    import_tensorflow()
 
 
 def configure_tensorflow(threads: int, local_rank: int, seed: int) -> str:
