@@ -1,4 +1,6 @@
 """The cost model's arithmetic on synthetic numbers, and how models are cut into sub-models."""
+import os
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,51 @@ def test_allreduce_time_follows_the_fusion_plan_and_chunks():
     assert comm.allreduce_time(shapes, dtypes, size=8) > comm.allreduce_time(shapes, dtypes)
     assert comm.allreduce_time(shapes, dtypes, size=1) == pytest.approx(
         1e-4 + 3e-5 + 1e-10 * ((4 << 20) + 128))
+
+
+def test_allreduce_time_with_a_timed_host_share_adds_only_the_messages():
+    comm = CommModel(size=2, alpha=1e-6, beta=1e-9, gamma=1e-10, call_overhead=1e-4,
+                     tensor_overhead=1e-5, chunk_bytes=1 << 20, fusion_threshold=64 << 20)
+    shapes, dtypes = [(1 << 20,), (10,), (6,)], ["float32"] * 3
+    messages = 4 * ring_time(1 << 20, 2, 1e-6, 1e-9) + ring_time(64, 2, 1e-6, 1e-9)
+    assert comm.allreduce_time(shapes, dtypes, host=2e-3) == pytest.approx(
+        1e-4 + 2e-3 + messages)
+    assert comm.allreduce_time(shapes, dtypes, size=1, host=2e-3) == pytest.approx(2e-3)
+
+
+def test_expected_wait_is_the_mean_of_the_slowest_less_the_median():
+    rounds = [1.0, 2.0, 3.0, 4.0]
+    assert costmodel.expected_wait(rounds, 1) == 0.0
+    # The max of two draws from {1, 2, 3, 4}: P(max = i) = (i^2 - (i-1)^2) / 16.
+    mean_max = (1 * 1 + 2 * 3 + 3 * 5 + 4 * 7) / 16
+    assert costmodel.expected_wait(rounds, 2) == pytest.approx(mean_max - 2.5)
+    assert costmodel.expected_wait(rounds, 1000) == pytest.approx(4.0 - 2.5, rel=1e-6)
+    assert costmodel.expected_wait([5.0] * 8, 64) == pytest.approx(0.0)
+    assert costmodel.expected_wait([], 4) == 0.0
+
+
+def test_combine_takes_the_median_wait_and_whatif_extrapolates_it():
+    preds = []
+    for wait, rounds in ((0.5, [1.0, 2.0]), (2.0, [3.0, 4.0]), (1.0, [5.0, 6.0])):
+        p = _prediction({"data": 1, "compute": 2, "allreduce": 3 + wait, "apply": 4})
+        p.wait, p.rounds = wait, rounds
+        preds.append(p)
+    merged = costmodel.combine(preds)
+    assert merged.wait == 1.0 and merged.phases["allreduce"] == 4.0
+    assert sorted(merged.rounds) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    fixed = 1 + 2 + 4
+    rows = {r["ranks"]: r["step_s"] for r in merged.whatif}
+    message = merged.comm.allreduce_time([(1000,)], ["float32"], size=2, host=0.0)
+    assert rows[1] == pytest.approx(fixed)  # one rank: no wait, no messages
+    assert rows[2] == pytest.approx(fixed + 1.0 + message)  # the measured size: the measured wait
+    rounds = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    grown = costmodel.expected_wait(rounds, 4) / costmodel.expected_wait(rounds, 2)
+    assert grown > 1
+    assert rows[4] == pytest.approx(
+        fixed + 1.0 * grown
+        + merged.comm.allreduce_time([(1000,)], ["float32"], size=4, host=0.0))
+    steps = [rows[p] for p in sorted(rows)]
+    assert steps == sorted(steps)  # more ranks never predict a faster step here
 
 
 def test_recommended_threshold_balances_latency_and_bandwidth():
@@ -101,7 +148,34 @@ def test_predict_runs_without_training_or_mpi(keras):
     prediction = costmodel.predict(model, batch_size=8, num_classes=4,
                                    optimizer=keras.optimizers.SGD(0.1), repeats=3)
     assert prediction.phases["compute"] > 0 and prediction.phases["apply"] > 0
-    assert prediction.phases["allreduce"] == 0  # one rank, no communication model given
+    # One rank, no communication model: the allreduce is the host's share alone.
+    assert prediction.host > 0 and prediction.phases["allreduce"] == prediction.host
+    assert prediction.wait == 0
     assert [n for n, _ in prediction.submodels][-1] == "loss"
     for old, new in zip(before, model.weights):  # timing left the model as it was
         np.testing.assert_array_equal(old, np.asarray(new))
+
+
+@pytest.mark.timeout(240)
+def test_bench_costmodel_predicts_every_phase_under_mpirun_with_2_ranks(tmp_path):
+    import json
+    from conftest import run_mpi
+    result = run_mpi(2, ["-m", "distrain.bench", "costmodel", "--models", "mlp,cnn",
+                         "--steps", "3", "--warmup", "1", "--repeats", "2", "--json"],
+                     timeout=220, DISTRAIN_CACHE_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["repeats"] == 2 and [r["model"] for r in report["rows"]] == ["mlp", "cnn"]
+    for row in report["rows"]:
+        assert row["ranks"] == 2 and len(row["run_errors_pct"]) == 2
+        for table in (row["predicted_ms"], row["measured_ms"]):
+            assert set(table) == {"data", "compute", "allreduce", "apply", "total"}
+            assert table["total"] > 0 and table["compute"] > 0
+        predicted = row["predicted_ms"]
+        assert predicted["total"] == pytest.approx(
+            sum(predicted[k] for k in ("data", "compute", "allreduce", "apply")), abs=0.01)
+        assert row["error_pct"] == pytest.approx(
+            100 * (predicted["total"] - row["measured_ms"]["total"])
+            / row["measured_ms"]["total"], abs=0.2)
+    # The calibration was measured for this world (2 ranks) and cached.
+    assert any(name.endswith("-p2-mpi.json") for name in os.listdir(tmp_path))

@@ -22,7 +22,7 @@ from distrain.ops import ReduceOp
 from distrain.reduction import FusedEngine
 from distrain.stall import StallInspector
 
-__all__ = ["MPIBackend", "import_mpi"]
+__all__ = ["MPIBackend", "import_mpi", "allreduce_signature", "signature_hash"]
 
 
 def import_mpi():
@@ -99,7 +99,14 @@ def _ufunc_op(ufunc, dtype):
     return reduce
 
 
-def _signature_hash(signature: str) -> int:
+def allreduce_signature(op: ReduceOp, compression_dtype, arrays) -> str:
+    """What must be equal on every rank for a grouped allreduce: op, wire dtype, tensors."""
+    return f"{op.value}|{compression_dtype}|" + ";".join(
+        f"{a.dtype.str}{a.shape}" for a in arrays)
+
+
+def signature_hash(signature: str) -> int:
+    """A 62-bit hash of ``signature``, what ranks exchange instead of the string."""
     return int.from_bytes(hashlib.blake2b(signature.encode(), digest_size=8).digest(),
                           "little") >> 2
 
@@ -166,7 +173,7 @@ class MPIBackend(Backend):
         self._seq += 1
         if not self.check_signatures and kind != "allgather":
             return self._records
-        self._record[:] = (_signature_hash(f"{kind}|{signature}"), extra)
+        self._record[:] = (signature_hash(f"{kind}|{signature}"), extra)
         request = self.comm.Iallgather([self._record, self.MPI.INT64_T],
                                        [self._records, self.MPI.INT64_T])
         self.stall.wait(request, self._seq, label)
@@ -178,9 +185,7 @@ class MPIBackend(Backend):
         return self._records
 
     def allreduce(self, arrays, op, compression_dtype, label):
-        signature = f"{op.value}|{compression_dtype}|" + ";".join(
-            f"{a.dtype.str}{a.shape}" for a in arrays)
-        self._negotiate("allreduce", signature, label,
+        self._negotiate("allreduce", allreduce_signature(op, compression_dtype, arrays), label,
                         describe=lambda: (f"op {op.name}", _shapes(arrays)))
         return self.engine.allreduce(arrays, op, compression_dtype)
 

@@ -1,9 +1,10 @@
 """``python -m distrain.bench costmodel``: predicted against measured step time.
 
 For each model (default: the built-ins mlp, cnn and resnet) it trains on synthetic data for
-``--steps`` steps with the cost model on, and prints the predicted and measured (median
-over ranks of each rank's median) time of each phase and of the whole step, with the signed
-error (predicted - measured) / measured. It also prints what the step timer itself costs.
+``--steps`` steps with the cost model on, ``--repeats`` times, and prints the predicted and
+measured (median over ranks of each rank's median, then over the runs) time of each phase
+and of the whole step, with the signed error (predicted - measured) / measured, and each
+run's own error. It also prints what the step timer itself costs.
 
 Example:
     mpirun -np 2 python -m distrain.bench costmodel --json
@@ -32,8 +33,37 @@ def timer_overhead(steps: int = 20000) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict]:
+    """Trains ``model`` once with the cost model on; returns (predicted, measured) seconds
+    per phase and ``total``, measured as the median over ranks of each rank's median."""
+    import distrain
+    from distrain.train.config import TrainConfig
+    from distrain.train.runner import run
+    config = TrainConfig(model=model, batch_size=args.batch_size,
+                         steps_per_epoch=args.warmup + args.steps,
+                         synthetic_samples=max(4096, (args.warmup + args.steps)
+                                               * args.batch_size * 16),
+                         quiet=True, calibrate=calibrate, timing_warmup=args.warmup)
+    result = run(config)
+    timed = result.timer.steps[args.warmup:]
+    mine = {name: statistics.median(r.seconds(name) for r in timed) for name in PHASES}
+    mine["total"] = statistics.median(r.total for r in timed)
+    everyone = distrain.collectives.backend().gather_objects(mine)
+    measured = {k: statistics.median(m[k] for m in everyone) for k in mine}
+    predicted = dict(result.prediction.phases, total=result.prediction.total)
+    return predicted, measured
+
+
+def _error(predicted: float, measured: float) -> float:
+    return round(100 * (predicted - measured) / measured, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the comparison on every rank; rank 0 prints.
+
+    Each model is trained ``--repeats`` times, the models taking turns, so that a slow
+    spell of the machine does not fall on one model's runs alone; the prediction and the
+    measurement of a model are each the median over its runs.
 
     Returns:
         0, or 2 for bad arguments.
@@ -42,51 +72,52 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="mlp,cnn,resnet")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=40, help="timed steps per model")
+    p.add_argument("--steps", type=int, default=40, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3, help="runs per model")
     p.add_argument("--calibrate", action="store_true", help="redo the allreduce calibration")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        p.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
+        p.error("--steps and --repeats must be >= 1 and --warmup >= 0")
 
     import distrain
-    from distrain.train.config import TrainConfig
-    from distrain.train.runner import run
+    models = args.models.split(",")
+    runs: dict[str, list] = {model: [] for model in models}
+    for repeat in range(args.repeats):
+        for model in models:
+            runs[model].append(_one_run(model, args, args.calibrate and not any(runs.values())))
     rows = []
-    for model in args.models.split(","):
-        config = TrainConfig(model=model, batch_size=args.batch_size,
-                             steps_per_epoch=args.warmup + args.steps,
-                             synthetic_samples=max(4096, (args.warmup + args.steps)
-                                                   * args.batch_size * 16),
-                             quiet=True, calibrate=args.calibrate and not rows,
-                             timing_warmup=args.warmup)
-        result = run(config)
-        timed = result.timer.steps[args.warmup:]
-        mine = {name: statistics.median(r.seconds(name) for r in timed) for name in PHASES}
-        mine["total"] = statistics.median(r.total for r in timed)
-        everyone = distrain.collectives.backend().gather_objects(mine)
-        measured = {k: statistics.median(m[k] for m in everyone) for k in mine}
-        predicted = dict(result.prediction.phases, total=result.prediction.total)
+    for model in models:
+        predicted = {k: statistics.median(r[0][k] for r in runs[model]) for k in runs[model][0][0]}
+        measured = {k: statistics.median(r[1][k] for r in runs[model]) for k in runs[model][0][1]}
         rows.append({"model": model, "ranks": distrain.size(),
                      "predicted_ms": {k: round(v * 1e3, 3) for k, v in predicted.items()},
                      "measured_ms": {k: round(v * 1e3, 3) for k, v in measured.items()},
-                     "error_pct": round(100 * (predicted["total"] - measured["total"])
-                                        / measured["total"], 1)})
+                     "error_pct": _error(predicted["total"], measured["total"]),
+                     "run_errors_pct": [_error(r[0]["total"], r[1]["total"])
+                                        for r in runs[model]]})
     overhead = timer_overhead()
     if distrain.rank() == 0:
         if args.json:
-            print(json.dumps({"rows": rows, "timer_overhead_us": round(overhead * 1e6, 2)}))
+            print(json.dumps({"rows": rows, "repeats": args.repeats,
+                              "timer_overhead_us": round(overhead * 1e6, 2)}))
         else:
-            print(f"cost model, {distrain.size()} rank(s), batch {args.batch_size} per rank, "
-                  f"{args.steps} timed steps")
-            print(f"  {'model':8s} {'phase':10s} {'predicted ms':>13s} {'measured ms':>12s}")
-            for row in rows:
-                for phase in PHASES + ("total",):
-                    print(f"  {row['model']:8s} {phase:10s} "
-                          f"{row['predicted_ms'][phase]:13.3f} {row['measured_ms'][phase]:12.3f}")
-                print(f"  {row['model']:8s} error {row['error_pct']:+.1f} %")
-            errors = [abs(r["error_pct"]) for r in rows]
-            print(f"  median |error| {statistics.median(errors):.1f} %")
-            print(f"  timer overhead {overhead * 1e6:.2f} us per step", flush=True)
+            _print(rows, args, overhead)
     return 0
+
+
+def _print(rows: list[dict], args, overhead: float) -> None:
+    import distrain
+    print(f"cost model, {distrain.size()} rank(s), batch {args.batch_size} per rank, "
+          f"{args.steps} timed steps, median of {args.repeats} run(s) per model")
+    print(f"  {'model':8s} {'phase':10s} {'predicted ms':>13s} {'measured ms':>12s}")
+    for row in rows:
+        for phase in PHASES + ("total",):
+            print(f"  {row['model']:8s} {phase:10s} "
+                  f"{row['predicted_ms'][phase]:13.3f} {row['measured_ms'][phase]:12.3f}")
+        runs = ", ".join(f"{e:+.1f}" for e in row["run_errors_pct"])
+        print(f"  {row['model']:8s} error {row['error_pct']:+.1f} % (runs: {runs} %)")
+    errors = [abs(r["error_pct"]) for r in rows]
+    print(f"  median |error| {statistics.median(errors):.1f} %")
+    print(f"  timer overhead {overhead * 1e6:.2f} us per step", flush=True)

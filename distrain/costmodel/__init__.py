@@ -4,9 +4,10 @@
 
 - ``T_i``: each sub-model's forward and backward at the per-rank batch
   (:mod:`distrain.costmodel.compute`);
-- ``allreduce``: the ring model over the actual fusion plan of the gradients
-  (:mod:`distrain.costmodel.ring`), with constants calibrated on the job
-  (:mod:`distrain.costmodel.calibrate`);
+- ``allreduce``: the host's share (conversions, fusion copies, scaling) timed on the
+  gradients' shapes (:mod:`distrain.costmodel.host`), plus the ring model over the actual
+  fusion plan (:mod:`distrain.costmodel.ring`) with constants calibrated on the job
+  (:mod:`distrain.costmodel.calibrate`), plus the wait for the slowest rank;
 - ``data`` and ``apply``: a batch fetch and an optimizer update, timed alone.
 
 The same model answers "what would p ranks buy" at the same per-rank batch.
@@ -28,8 +29,8 @@ import numpy as np
 
 from distrain.costmodel.ring import WHATIF_SIZES, CommModel, fit_alpha_beta, ring_time
 
-__all__ = ["Prediction", "predict", "whatif", "combine", "CommModel", "fit_alpha_beta",
-           "ring_time", "WHATIF_SIZES"]
+__all__ = ["Prediction", "predict", "whatif", "combine", "expected_wait", "CommModel",
+           "fit_alpha_beta", "ring_time", "WHATIF_SIZES"]
 
 
 @dataclasses.dataclass
@@ -44,6 +45,12 @@ class Prediction:
         batch_size: samples per rank.
         gradient_shapes: the gradients' shapes, for what-if questions.
         gradient_dtypes: their dtypes.
+        host: the allreduce's host share, seconds (see :mod:`distrain.costmodel.host`).
+        wait: the time a rank waits for the slowest before the allreduce can start,
+            seconds (timed at a barrier where a step's allreduce makes the ranks meet;
+            inside ``phases["allreduce"]``).
+        rounds: the seconds of each timed round up to the allreduce (data and compute),
+            pooled over ranks after :func:`combine`; the spread behind :func:`expected_wait`.
         whatif: rows for p = 1, 2, 4, ... (see :func:`whatif`).
     """
 
@@ -54,6 +61,9 @@ class Prediction:
     batch_size: int
     gradient_shapes: list
     gradient_dtypes: list
+    host: float = 0.0
+    wait: float = 0.0
+    rounds: list = dataclasses.field(default_factory=list)
     whatif: list = dataclasses.field(default_factory=list)
 
     @property
@@ -67,28 +77,70 @@ class Prediction:
         return {"phases": dict(self.phases), "total": self.total,
                 "submodels": [{"name": n, "seconds": s} for n, s in self.submodels],
                 "call_overhead": self.call_overhead,
+                "allreduce_host": self.host, "wait": self.wait,
                 "alpha": comm.alpha, "beta": comm.beta, "gamma": comm.gamma,
                 "fusion_threshold": comm.fusion_threshold,
                 "recommended_fusion_threshold": comm.recommended_fusion_threshold(),
                 "whatif": list(self.whatif)}
 
 
+def expected_wait(rounds, size: int) -> float:
+    """The expected wait of a typical rank for the slowest of ``size`` ranks.
+
+    Every rank of a synchronous step starts the allreduce when the slowest has finished its
+    compute. With per-round times ``x`` drawn as in ``rounds``, the slowest of ``p`` ranks
+    takes ``E[max of p draws]``, which for the sorted sample ``x_1 <= ... <= x_n`` is
+    ``sum_i x_i ((i/n)^p - ((i-1)/n)^p)``; a typical rank takes the median.
+
+    Args:
+        rounds: seconds of each timed round up to the allreduce (any ranks, pooled).
+        size: ranks, p.
+
+    Returns:
+        ``E[max of p] - median``, at least 0; 0 for one rank or no rounds.
+    """
+    if size <= 1 or not len(rounds):
+        return 0.0
+    x = np.sort(np.asarray(rounds, float))
+    n = len(x)
+    cdf = (np.arange(n + 1) / n) ** size
+    return max(float(np.dot(x, np.diff(cdf)) - np.median(x)), 0.0)
+
+
+def _wait_at(prediction: Prediction, size: int) -> float:
+    """The wait at ``size`` ranks: the measured wait, grown as the expected slowest of
+    ``size`` draws of the rounds grows from the measured size (or, measured at one rank,
+    that expectation itself)."""
+    measured = prediction.comm.size
+    if size <= 1:
+        return 0.0
+    if size == measured:
+        return prediction.wait
+    grown = expected_wait(prediction.rounds, size)
+    base = expected_wait(prediction.rounds, measured)
+    return prediction.wait * grown / base if measured > 1 and base > 0 else grown
+
+
 def whatif(prediction: Prediction, sizes=WHATIF_SIZES) -> list[dict]:
     """Predicted step time, samples/s and scaling efficiency at other world sizes.
 
-    The per-rank batch, compute, data and apply stay as they are; only the allreduce changes
-    with p, using the calibrated constants (which hold for this host's interconnect).
+    The per-rank batch, compute, data, apply and the allreduce's host share stay as they
+    are; the messages change with p, using the calibrated constants (which hold for this
+    host's interconnect), and so does the wait for the slowest rank: the measured wait,
+    grown with p as :func:`expected_wait` grows.
 
     Returns:
         One row per size: ``ranks``, ``step_s``, ``samples_per_s``, ``efficiency``
         (step time at 1 rank / step time at p).
     """
     fixed = sum(v for k, v in prediction.phases.items() if k != "allreduce")
+    comm = prediction.comm
     rows = []
     base = None
     for p in sizes:
-        step = fixed + prediction.comm.allreduce_time(prediction.gradient_shapes,
-                                                      prediction.gradient_dtypes, size=p)
+        step = fixed + _wait_at(prediction, p) + comm.allreduce_time(prediction.gradient_shapes,
+                                                  prediction.gradient_dtypes, size=p,
+                                                  host=prediction.host)
         base = step if base is None else base
         rows.append({"ranks": p, "step_s": step,
                      "samples_per_s": prediction.batch_size * p / step,
@@ -97,7 +149,8 @@ def whatif(prediction: Prediction, sizes=WHATIF_SIZES) -> list[dict]:
 
 
 def predict(model, batch_size: int, num_classes: int | None = None, optimizer=None,
-            data=None, comm: CommModel | None = None, repeats: int = 15) -> Prediction:
+            data=None, comm: CommModel | None = None, repeats: int = 15,
+            sync=None) -> Prediction:
     """Predicts one training step of ``model`` on this process.
 
     Args:
@@ -108,6 +161,9 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
         data: ``(x_train, y_train)`` arrays to time batch fetches from (0 when None).
         comm: the communication model; one rank with no communication when None.
         repeats: timed rounds of all terms in turn.
+        sync: a barrier across the job's ranks, met once per round where a step's
+            allreduce makes the ranks meet; the time spent in it is the predicted wait
+            for the slowest rank (0 when None).
 
     Returns:
         The :class:`Prediction`, what-if rows included.
@@ -120,35 +176,52 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     level = logger.level
     logger.setLevel("ERROR")  # one function per sub-model is meant, not a retracing bug
     try:
-        times = time_in_turn(step_functions(model, batch_size, num_classes, optimizer, data),
-                             repeats)
+        rounds = time_in_turn(step_functions(model, batch_size, num_classes, optimizer, data,
+                                             comm=comm, sync=sync), repeats)
     finally:
         logger.setLevel(level)
         for variable, value in state:  # batch-norm statistics the timing moved
             variable.assign(value)
+    times = {name: statistics.median(values) for name, values in rounds.items()}
     call = times.pop("call")
-    terms = [(name[len("layer:"):], max(t - call, 0.0)) for name, t in times.items()
-             if name.startswith("layer:")]
+    own = {name: [t - n for t, n in zip(rounds[f"layer:{name}"], rounds[f"null:{name}"])]
+           for name in (key[len("layer:"):] for key in rounds if key.startswith("layer:"))}
+    terms = [(name, max(statistics.median(values), 0.0)) for name, values in own.items()]
+    data_rounds = rounds.get("data", [0.0] * repeats)
+    up_to_allreduce = [data_rounds[k] + rounds["call"][k] + sum(v[k] for v in own.values())
+                       for k in range(repeats)]
     variables = list(model.trainable_variables)
     shapes = [tuple(v.shape) for v in variables]
     dtypes = [str(getattr(v.dtype, "name", v.dtype)) for v in variables]
+    host, wait = times.get("allreduce", 0.0), times.get("wait", 0.0)
     phases = {"data": times.get("data", 0.0),
               "compute": call + sum(s for _, s in terms),
-              "allreduce": comm.allreduce_time(shapes, dtypes),
+              "allreduce": wait + comm.allreduce_time(shapes, dtypes, host=host),
               "apply": times.get("apply", 0.0)}
-    prediction = Prediction(phases, terms, call, comm, batch_size, shapes, dtypes)
+    prediction = Prediction(phases, terms, call, comm, batch_size, shapes, dtypes, host=host,
+                            wait=wait, rounds=up_to_allreduce)
     prediction.whatif = whatif(prediction)
     return prediction
 
 
 def combine(predictions: list[Prediction]) -> Prediction:
-    """One prediction from every rank's: the median of each phase and sub-model."""
+    """One prediction from every rank's: the median of each term across ranks.
+
+    Args:
+        predictions: every rank's :func:`predict`.
+
+    Returns:
+        The merged :class:`Prediction`; ``rounds`` pools every rank's rounds.
+    """
     first = predictions[0]
     phases = {k: statistics.median(p.phases[k] for p in predictions) for k in first.phases}
     terms = [(name, statistics.median(p.submodels[i][1] for p in predictions))
              for i, (name, _) in enumerate(first.submodels)]
     merged = dataclasses.replace(
         first, phases=phases, submodels=terms,
-        call_overhead=statistics.median(p.call_overhead for p in predictions))
+        call_overhead=statistics.median(p.call_overhead for p in predictions),
+        host=statistics.median(p.host for p in predictions),
+        wait=statistics.median(p.wait for p in predictions),
+        rounds=[x for p in predictions for x in p.rounds])
     merged.whatif = whatif(merged)
     return merged

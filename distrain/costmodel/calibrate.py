@@ -6,8 +6,10 @@ Every rank joins (it is a collective):
   messages through the backend's transport, the slowest rank's median per size, fitted with
   :func:`distrain.costmodel.ring.fit_alpha_beta`;
 - ``gamma``: one packing pass (copy and scale) over 4 MiB on the host;
-- ``call_overhead`` and ``tensor_overhead``: ``grouped_allreduce`` of 1 and of 32 scalars,
-  less their ring time.
+- ``call_overhead``: ``grouped_allreduce`` of one small tensor less its host share
+  (:mod:`distrain.costmodel.host`) and its ring time: the negotiation;
+- ``tensor_overhead``: what each of 32 small tensors adds to a call (used only where the
+  host share is not timed on the real tensors).
 
 The result is written to ``$DISTRAIN_CACHE_DIR`` (default ``~/.cache/distrain``) as
 ``calibration-HOST-pN-BACKEND.json`` and reused until ``--calibrate`` asks again.
@@ -24,10 +26,13 @@ import numpy as np
 import distrain
 from distrain import environment as env
 from distrain.costmodel.compute import median_seconds
+from distrain.costmodel.host import host_allreduce
 from distrain.costmodel.ring import CommModel, fit_alpha_beta, ring_time
 from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 
-__all__ = ["calibrate", "cache_path", "load_or_calibrate"]
+__all__ = ["calibrate", "cache_path", "load_or_calibrate", "VERSION"]
+
+VERSION = 2  # what the constants mean; a cache of another version is measured again
 
 
 def cache_path(size: int, backend: str) -> str:
@@ -82,9 +87,10 @@ def calibrate(repeats: int = 20) -> CommModel:
     many = [tf.ones([4])] * 32
     single = _slowest(median_seconds(lambda: distrain.grouped_allreduce(one), repeats))
     multi = _slowest(median_seconds(lambda: distrain.grouped_allreduce(many), repeats))
-    message = ring_time(4, size, alpha, beta)
     tensor_overhead = max(multi - single, 0.0) / 31
-    call_overhead = max(single - message - tensor_overhead, 0.0)
+    # What one call costs beyond its host share and its message: the negotiation.
+    host = median_seconds(host_allreduce(one, size, threshold, chunk), repeats)
+    call_overhead = max(single - host - ring_time(16, size, alpha, beta), 0.0)
     return CommModel(size, alpha, beta, gamma, call_overhead, tensor_overhead, chunk,
                      threshold)
 
@@ -111,13 +117,13 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
             cached = None
     cached = backend.gather_objects(cached)[0]
     engine = getattr(backend, "engine", None)
-    if cached is not None and engine is not None and (
-            cached.get("chunk_bytes") != engine.chunk_bytes):
-        cached = None  # measured with another chunk size
+    if cached is not None and (cached.get("version") != VERSION or (
+            engine is not None and cached.get("chunk_bytes") != engine.chunk_bytes)):
+        cached = None  # measured by an older distrain or with another chunk size
     if cached is None:
         model = calibrate()
         if backend.world.rank == 0:
-            _write(path, dict(vars(model), measured=time.time()))
+            _write(path, dict(vars(model), measured=time.time(), version=VERSION))
         return model
     fields = {k: cached[k] for k in CommModel.__dataclass_fields__ if k in cached}
     if engine is not None:

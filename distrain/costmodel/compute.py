@@ -3,19 +3,21 @@
 **Sub-models.** A model is cut where every path passes through one tensor
 (:func:`submodels`): after every layer of a chain, between the blocks of a residual network.
 The loss is one more sub-model. Each sub-model's forward and backward (gradients of its
-weights and of its input) is timed on random inputs of its input shape at the per-rank
-batch, as its own ``tf.function``.
+weights and, where a weight lies before it, of its input: backpropagation stops at the first
+weight) is timed on random inputs of its input shape at the per-rank batch, as its own
+``tf.function``.
 
 **In turn.** All terms (data fetch, each sub-model, the loss, the optimizer update) run one
 after another, as in a step, for several rounds, and each term's median counts
 (:func:`time_in_turn`). Timing one term many times in a row would find its data hot in the
 caches and predict too little; measured here, that under-predicted a ResNet step by ~19 %.
 
-**Call overhead.** Each separate ``tf.function`` call costs a fixed dispatch time that the
-whole model, run as one function, pays once. It is timed on a function that returns its
-input, taken off every sub-model, and added back once:
+**Call costs.** Each separate ``tf.function`` call has fixed costs (dispatch, arguments,
+results) that the whole model, run as one function, pays once. Each sub-model is timed
+beside a function of its signature that computes nothing (:func:`_null_function`), and the
+whole model's call cost is timed on one with the model's signature:
 
-    compute = call + sum over sub-models max(T_i - call, 0)
+    compute = call(model) + sum over sub-models max(T_i - null_i, 0)
 """
 from __future__ import annotations
 
@@ -92,26 +94,55 @@ def _random(tf, shape, dtype, rng):
     return tf.constant(rng.standard_normal(shape).astype(np.float32), dtype)
 
 
-def _layer_function(tf, call, xs, weights):
-    """A ``tf.function`` of one sub-model's forward and backward on fixed inputs."""
+def _layer_function(tf, call, xs, weights, input_gradients: bool = True):
+    """A ``tf.function`` of one sub-model's forward and backward on fixed inputs.
+
+    Args:
+        input_gradients: also differentiate with respect to the inputs, as backpropagation
+            does wherever a weight lies before the sub-model (not for the first ones, whose
+            inputs are the data).
+    """
     @tf.function
     def forward_backward(*inputs):
+        floating = [x for x in inputs if x.dtype.is_floating] if input_gradients else []
         with tf.GradientTape() as tape:
-            tape.watch([x for x in inputs if x.dtype.is_floating])
+            tape.watch(floating)
             out = call(*inputs)
             loss = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float32))
                              for o in tf.nest.flatten(out)])
-        sources = list(weights) + [x for x in inputs if x.dtype.is_floating]
+        sources = list(weights) + floating
         return tape.gradient(loss, sources) if sources else loss
 
     return lambda: forward_backward(*xs)
+
+
+def _null_function(tf, xs, weights, outputs: int):
+    """A ``tf.function`` with a sub-model's inputs and outputs that computes nothing.
+
+    Its time is the fixed cost of calling a function of that signature (dispatch, argument
+    and result handling), which the whole model, run as one function, does not pay per
+    sub-model.
+
+    Args:
+        xs: the inputs.
+        weights: variables whose values it returns (no copy is made).
+        outputs: how many tensors it returns (at least the weights).
+    """
+    @tf.function
+    def nothing(*inputs):
+        values = [tf.identity(w) for w in weights]
+        values += [tf.identity(inputs[i % len(inputs)]) if inputs else tf.zeros([])
+                   for i in range(outputs - len(values))]
+        return values
+
+    return lambda: nothing(*xs)
 
 
 def time_in_turn(functions: dict, rounds: int, warmup: int = 2) -> dict:
     """Times each function once per round, all of them in turn, for ``rounds`` rounds.
 
     Running the terms in turn, as a training step does, means each one starts with the
-    caches the others left, not with its own data still hot; the median of each counts.
+    caches the others left, not with its own data still hot.
 
     Args:
         functions: name -> zero-argument callable, in step order.
@@ -119,7 +150,7 @@ def time_in_turn(functions: dict, rounds: int, warmup: int = 2) -> dict:
         warmup: untimed rounds first (tracing, allocation).
 
     Returns:
-        name -> median seconds.
+        name -> the seconds of each timed round, in order.
     """
     times = {name: [] for name in functions}
     for round_ in range(warmup + rounds):
@@ -128,17 +159,23 @@ def time_in_turn(functions: dict, rounds: int, warmup: int = 2) -> dict:
             fn()
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
 
 
 def step_functions(model, batch_size: int, num_classes: int | None = None,
-                   optimizer=None, data=None, seed: int = 0) -> dict:
+                   optimizer=None, data=None, seed: int = 0, comm=None, sync=None) -> dict:
     """The cost model's terms as callables, in step order.
 
-    ``data`` (when arrays are given), one entry per sub-model, ``loss`` (when
-    ``num_classes`` is given), ``apply`` (when an optimizer is given, working on copies of
-    the weights), and ``call``: a function doing almost nothing, whose time is each separate
-    call's overhead. Layers' non-trainable state must be saved by the caller.
+    ``data`` (when arrays are given); ``call``, a function with the whole model's
+    signature doing nothing; per sub-model, ``layer:NAME`` and ``null:NAME``, its forward
+    and backward and a function of its signature doing nothing; ``layer:loss`` and
+    ``null:loss`` (when ``num_classes`` is given); ``wait`` (when ``sync`` is given): the
+    job's ranks meet, as the allreduce makes them meet in a step, so every rank's later
+    terms run at the same time as they do in a step and the time spent here is the wait
+    for the slowest; ``allreduce`` (the host's share of averaging the gradients,
+    :mod:`distrain.costmodel.host`, when ``comm`` is given); ``apply`` (when an optimizer
+    is given, working on copies of the weights and on the averaged gradients, fresh each
+    round). Layers' non-trainable state must be saved by the caller.
     """
     import keras
     import tensorflow as tf
@@ -156,9 +193,13 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
             tf.convert_to_tensor(x_train[rows])
             tf.convert_to_tensor(y_train[rows])
         functions["data"] = fetch
-    nothing = tf.function(lambda x: x)
-    one = tf.ones([1])
-    functions["call"] = lambda: nothing(one)
+    specs, _ = _input_specs(model, batch_size)
+    inputs = [_random(tf, shape, dtype, rng) for shape, dtype in specs]
+    if num_classes:
+        inputs.append(tf.constant(rng.integers(0, num_classes, size=batch_size), tf.int64))
+    weights = list(model.trainable_variables)
+    functions["call"] = _null_function(tf, inputs, weights, len(weights) + 2)  # loss, correct
+    weights_before = False  # backpropagation needs a sub-model's input gradient only then
     for name, layer in submodels(model):
         specs, many = _input_specs(layer, batch_size)
         xs = [_random(tf, shape, dtype, rng) for shape, dtype in specs]
@@ -166,22 +207,39 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
         def run(*inputs, _layer=layer, _many=many):
             return _layer(list(inputs) if _many else inputs[0], training=True)
 
-        functions[f"layer:{name}"] = _layer_function(tf, run, xs, layer.trainable_weights)
+        functions[f"layer:{name}"] = _layer_function(tf, run, xs, layer.trainable_weights,
+                                                     weights_before)
+        gradients = len(layer.trainable_weights) + (
+            sum(1 for x in xs if x.dtype.is_floating) if weights_before else 0)
+        functions[f"null:{name}"] = _null_function(tf, xs, layer.trainable_weights,
+                                                   max(gradients, 1))
+        weights_before = weights_before or bool(layer.trainable_weights)
     if num_classes:
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         labels = tf.constant(rng.integers(0, num_classes, size=batch_size), tf.int64)
         logits = _random(tf, (batch_size, num_classes), "float32", rng)
         functions["layer:loss"] = _layer_function(tf, lambda z: loss_fn(labels, z),
                                                   [logits], [])
+        functions["null:loss"] = _null_function(tf, [logits], [], 1)
+    gradients = [tf.ones(v.shape, v.dtype) * 1e-6 for v in model.trainable_variables]
+    averaged = [gradients]
+    if sync is not None:
+        functions["wait"] = sync
+    if comm is not None:
+        from distrain.costmodel.host import host_allreduce
+        reduce = host_allreduce(gradients, comm.size, comm.fusion_threshold, comm.chunk_bytes)
+
+        def allreduce():
+            averaged[0] = reduce()
+        functions["allreduce"] = allreduce
     if optimizer is not None:
         make = getattr(keras, "Variable", tf.Variable)  # Keras 3 updates its own Variable type
         copies = [make(np.zeros(v.shape, np.float32)) for v in model.trainable_variables]
         twin = optimizer.__class__.from_config(optimizer.get_config())
         twin.build(copies)
-        grads = [tf.ones(v.shape, v.dtype) * 1e-6 for v in copies]
 
         @tf.function
         def apply(gradients):  # an argument, not a capture: no constant folding
             twin.apply_gradients(zip(gradients, copies))
-        functions["apply"] = lambda: apply(grads)
+        functions["apply"] = lambda: apply(averaged[0])
     return functions

@@ -73,6 +73,20 @@ def fit_alpha_beta(sizes: Sequence[float], seconds: Sequence[float], ranks: int)
     return alpha, beta
 
 
+def _messages(plan, shapes, dtypes):
+    """``(count, itemsize, host passes)`` of each direct or fused message in ``plan``.
+
+    A direct tensor costs one pass on the host (averaging its output); a bucket two (pack,
+    then unpack).
+    """
+    for group in plan:
+        if isinstance(group, Direct):
+            yield (int(np.prod(shapes[group.index], dtype=np.int64)),
+                   np.dtype(dtypes[group.index]).itemsize, 1)
+        else:
+            yield group.count, group.dtype.itemsize, 2
+
+
 @dataclasses.dataclass(frozen=True)
 class CommModel:
     """Predicts distrain's grouped allreduce time.
@@ -102,7 +116,7 @@ class CommModel:
         return ring_time(nbytes, self.size if size is None else size, self.alpha, self.beta)
 
     def allreduce_time(self, shapes: Sequence, dtypes: Sequence, size: int | None = None,
-                       fusion_threshold: int | None = None) -> float:
+                       fusion_threshold: int | None = None, host: float | None = None) -> float:
         """Predicted time of one grouped allreduce of tensors with these shapes and dtypes.
 
         Args:
@@ -110,6 +124,9 @@ class CommModel:
             dtypes: each tensor's dtype.
             size: ranks (default: the measured size).
             fusion_threshold: the bucket size (default: the measured run's).
+            host: the host's share, when timed on the real tensors
+                (:mod:`distrain.costmodel.host`); replaces the per-tensor and copy terms,
+                and at one rank the call overhead too (the host's share is the whole call).
 
         Returns:
             Seconds.
@@ -117,16 +134,13 @@ class CommModel:
         size = self.size if size is None else size
         threshold = self.fusion_threshold if fusion_threshold is None else fusion_threshold
         plan = plan_fusion(shapes, dtypes, threshold, self.chunk_bytes)
-        total = self.call_overhead + self.tensor_overhead * len(shapes)
-        for group in plan:
-            if isinstance(group, Direct):
-                count = int(np.prod(shapes[group.index], dtype=np.int64))
-                itemsize = np.dtype(dtypes[group.index]).itemsize
-                copied = count * itemsize  # the averaging pass over the output
-            else:
-                count, itemsize = group.count, group.dtype.itemsize
-                copied = 2 * count * itemsize  # pack, then unpack
-            total += self.gamma * copied
+        if host is not None:  # at one rank the host's share is the whole call
+            total = host + (self.call_overhead if size > 1 else 0.0)
+        else:
+            total = self.call_overhead + self.tensor_overhead * len(shapes)
+        for count, itemsize, copies in _messages(plan, shapes, dtypes):
+            if host is None:
+                total += self.gamma * copies * count * itemsize
             for start, stop in chunks(count, itemsize, self.chunk_bytes):
                 total += self.message_time((stop - start) * itemsize, size)
         return total

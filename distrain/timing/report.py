@@ -248,7 +248,14 @@ def _communication_lines(prediction: Mapping) -> list[str]:
         terms.append(f"beta {_number(prediction['beta'] * 1e9, '.4f')} ns/byte{bandwidth}")
     if prediction.get("gamma") is not None:
         terms.append(f"gamma {_number(prediction['gamma'] * 1e9, '.4f')} ns/byte")
-    return ["", "communication model: " + ", ".join(terms)] if terms else []
+    lines = ["", "communication model: " + ", ".join(terms)] if terms else []
+    phases = prediction.get("phases") or {}
+    if prediction.get("allreduce_host") is not None and phases.get("allreduce") is not None:
+        host, wait = float(prediction["allreduce_host"]), float(prediction.get("wait") or 0)
+        lines.append(f"predicted allreduce {_ms(phases['allreduce'])} ms = host share "
+                     f"{_ms(host)} + messages {_ms(phases['allreduce'] - host - wait)} + "
+                     f"wait for the slowest rank {_ms(wait)}")
+    return lines
 
 
 def _whatif_lines(prediction: Mapping) -> list[str]:

@@ -252,7 +252,7 @@ def _predict(config, model, optimizer, data):
     from distrain.costmodel.calibrate import load_or_calibrate
     comm = load_or_calibrate(config.calibrate)
     mine = costmodel.predict(model, config.batch_size, data.num_classes, optimizer,
-                             (data.x_train, data.y_train), comm)
+                             (data.x_train, data.y_train), comm, sync=distrain.barrier)
     return costmodel.combine(distrain.collectives.backend().gather_objects(mine))
 
 
