@@ -120,6 +120,18 @@ def test_total_and_combine_take_medians():
     assert [r["ranks"] for r in merged.to_dict()["whatif"]] == list(costmodel.WHATIF_SIZES)
 
 
+def test_time_in_turn_alternates_dicts_round_by_round():
+    from distrain.costmodel.compute import time_in_turn
+    calls = []
+    step = {"data": lambda: calls.append("data"), "layer:a": lambda: calls.append("a")}
+    twins = {"twin:data": lambda: calls.append("data"), "null:a": lambda: calls.append("0")}
+    times = time_in_turn([step, twins], rounds=3, warmup=1)
+    assert calls == ["data", "a", "data", "0"] * 4
+    assert {name: len(values) for name, values in times.items()} == {
+        "data": 3, "layer:a": 3, "twin:data": 3, "null:a": 3}
+    assert all(t >= 0 for values in times.values() for t in values)
+
+
 @pytest.fixture(scope="module")
 def keras():
     return pytest.importorskip("keras")

@@ -176,16 +176,22 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     level = logger.level
     logger.setLevel("ERROR")  # one function per sub-model is meant, not a retracing bug
     try:
-        rounds = time_in_turn(step_functions(model, batch_size, num_classes, optimizer, data,
-                                             comm=comm, sync=sync), repeats)
+        functions = step_functions(model, batch_size, num_classes, optimizer, data,
+                                   comm=comm, sync=sync)
+        # Rounds of the step take turns with rounds in which every sub-model is replaced by
+        # its do-nothing twin, so each twin is timed in its sub-model's place.
+        step = {k: f for k, f in functions.items() if not k.startswith("null:")}
+        twins = {(f"null:{k[len('layer:'):]}" if k.startswith("layer:") else f"twin:{k}"):
+                 functions.get(f"null:{k[len('layer:'):]}", f) for k, f in step.items()}
+        rounds = time_in_turn([step, twins], repeats)
     finally:
         logger.setLevel(level)
         for variable, value in state:  # batch-norm statistics the timing moved
             variable.assign(value)
     times = {name: statistics.median(values) for name, values in rounds.items()}
     call = times.pop("call")
-    own = {name: [t - n for t, n in zip(rounds[f"layer:{name}"], rounds[f"null:{name}"])]
-           for name in (key[len("layer:"):] for key in rounds if key.startswith("layer:"))}
+    names = [key[len("layer:"):] for key in rounds if key.startswith("layer:")]
+    own = {name: [t - times[f"null:{name}"] for t in rounds[f"layer:{name}"]] for name in names}
     terms = [(name, max(statistics.median(values), 0.0)) for name, values in own.items()]
     data_rounds = rounds.get("data", [0.0] * repeats)
     up_to_allreduce = [data_rounds[k] + rounds["call"][k] + sum(v[k] for v in own.values())

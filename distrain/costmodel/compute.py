@@ -13,8 +13,9 @@ after another, as in a step, for several rounds, and each term's median counts
 caches and predict too little; measured here, that under-predicted a ResNet step by ~19 %.
 
 **Call costs.** Each separate ``tf.function`` call has fixed costs (dispatch, arguments,
-results) that the whole model, run as one function, pays once. Each sub-model is timed
-beside a function of its signature that computes nothing (:func:`_null_function`), and the
+results) that the whole model, run as one function, pays once. Each sub-model has a twin
+of its signature that computes nothing (:func:`_null_function`), timed in its place in
+rounds that take turns with the step's (see :func:`distrain.costmodel.predict`), and the
 whole model's call cost is timed on one with the model's signature:
 
     compute = call(model) + sum over sub-models max(T_i - null_i, 0)
@@ -138,26 +139,30 @@ def _null_function(tf, xs, weights, outputs: int):
     return lambda: nothing(*xs)
 
 
-def time_in_turn(functions: dict, rounds: int, warmup: int = 2) -> dict:
+def time_in_turn(functions, rounds: int, warmup: int = 2) -> dict:
     """Times each function once per round, all of them in turn, for ``rounds`` rounds.
 
     Running the terms in turn, as a training step does, means each one starts with the
     caches the others left, not with its own data still hot.
 
     Args:
-        functions: name -> zero-argument callable, in step order.
-        rounds: timed rounds.
-        warmup: untimed rounds first (tracing, allocation).
+        functions: name -> zero-argument callable, in step order; or a list of such dicts,
+            which take turns round by round (each gets ``rounds`` rounds), so that terms of
+            one round can be replaced by others in the same places.
+        rounds: timed rounds (of each dict).
+        warmup: untimed rounds first (of each dict; tracing, allocation).
 
     Returns:
         name -> the seconds of each timed round, in order.
     """
-    times = {name: [] for name in functions}
-    for round_ in range(warmup + rounds):
-        for name, fn in functions.items():
+    turns = functions if isinstance(functions, list) else [functions]
+    times = {name: [] for turn in turns for name in turn}
+    for round_ in range((warmup + rounds) * len(turns)):
+        turn = turns[round_ % len(turns)]
+        for name, fn in turn.items():
             start = time.perf_counter()
             fn()
-            if round_ >= warmup:
+            if round_ >= warmup * len(turns):
                 times[name].append(time.perf_counter() - start)
     return times
 
