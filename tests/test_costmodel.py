@@ -166,6 +166,14 @@ def test_predict_runs_without_training_or_mpi(keras):
     assert [n for n, _ in prediction.submodels][-1] == "loss"
     for old, new in zip(before, model.weights):  # timing left the model as it was
         np.testing.assert_array_equal(old, np.asarray(new))
+    # Rounds: at least `repeats`, more to fill `min_seconds`, as many as `agree` says.
+    assert len(prediction.rounds) > 3  # 0.5 s of rounds of a tiny model
+    quick = costmodel.predict(model, batch_size=8, num_classes=4, repeats=3, min_seconds=0)
+    assert len(quick.rounds) == 3
+    asked = []
+    agreed = costmodel.predict(model, batch_size=8, num_classes=4, repeats=3, min_seconds=0,
+                               agree=lambda n: asked.append(n) or 7)
+    assert asked == [3] and len(agreed.rounds) == 7
 
 
 @pytest.mark.timeout(240)

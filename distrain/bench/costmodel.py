@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="mlp,cnn,resnet")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=40, help="timed steps per run")
+    p.add_argument("--steps", type=int, default=150, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3, help="runs per model")
     p.add_argument("--calibrate", action="store_true", help="redo the allreduce calibration")

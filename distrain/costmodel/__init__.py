@@ -23,6 +23,7 @@ Example (no training, no MPI needed)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 
 import numpy as np
@@ -150,7 +151,7 @@ def whatif(prediction: Prediction, sizes=WHATIF_SIZES) -> list[dict]:
 
 def predict(model, batch_size: int, num_classes: int | None = None, optimizer=None,
             data=None, comm: CommModel | None = None, repeats: int = 15,
-            sync=None) -> Prediction:
+            sync=None, min_seconds: float = 0.5, agree=None) -> Prediction:
     """Predicts one training step of ``model`` on this process.
 
     Args:
@@ -160,7 +161,12 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
         optimizer: time its update on copies of the weights (0 when None).
         data: ``(x_train, y_train)`` arrays to time batch fetches from (0 when None).
         comm: the communication model; one rank with no communication when None.
-        repeats: timed rounds of all terms in turn.
+        repeats: the fewest timed rounds of all terms in turn; more are run until they
+            fill ``min_seconds``, so that a small model's prediction is not a few
+            milliseconds' sample of a machine whose speed drifts.
+        min_seconds: the least time the timed rounds should take.
+        agree: takes this rank's number of rounds and returns the number every rank runs
+            (the largest), where ranks meet in ``sync``.
         sync: a barrier across the job's ranks, met once per round where a step's
             allreduce makes the ranks meet; the time spent in it is the predicted wait
             for the slowest rank (0 when None).
@@ -183,7 +189,11 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
         step = {k: f for k, f in functions.items() if not k.startswith("null:")}
         twins = {(f"null:{k[len('layer:'):]}" if k.startswith("layer:") else f"twin:{k}"):
                  functions.get(f"null:{k[len('layer:'):]}", f) for k, f in step.items()}
-        rounds = time_in_turn([step, twins], repeats)
+        probe = time_in_turn([step, twins], 1)  # after two untimed rounds of each
+        took = sum(sum(values) for values in probe.values())
+        repeats = min(max(repeats, math.ceil(min_seconds / max(took, 1e-9))), 2000)
+        repeats = int(agree(repeats)) if agree is not None else repeats
+        rounds = time_in_turn([step, twins], repeats, warmup=0)
     finally:
         logger.setLevel(level)
         for variable, value in state:  # batch-norm statistics the timing moved

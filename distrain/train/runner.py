@@ -251,8 +251,11 @@ def _predict(config, model, optimizer, data):
     from distrain import costmodel
     from distrain.costmodel.calibrate import load_or_calibrate
     comm = load_or_calibrate(config.calibrate)
-    mine = costmodel.predict(model, config.batch_size, data.num_classes, optimizer,
-                             (data.x_train, data.y_train), comm, sync=distrain.barrier)
+    mine = costmodel.predict(
+        model, config.batch_size, data.num_classes, optimizer, (data.x_train, data.y_train),
+        comm, sync=distrain.barrier,
+        agree=lambda rounds: distrain.allreduce(np.int64(rounds), op=distrain.Max,
+                                                name="cost model rounds"))
     return costmodel.combine(distrain.collectives.backend().gather_objects(mine))
 
 
