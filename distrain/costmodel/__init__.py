@@ -139,9 +139,9 @@ def whatif(prediction: Prediction, sizes=WHATIF_SIZES) -> list[dict]:
     rows = []
     base = None
     for p in sizes:
-        step = fixed + _wait_at(prediction, p) + comm.allreduce_time(prediction.gradient_shapes,
-                                                  prediction.gradient_dtypes, size=p,
-                                                  host=prediction.host)
+        collective = comm.allreduce_time(prediction.gradient_shapes, prediction.gradient_dtypes,
+                                         size=p, host=prediction.host)
+        step = fixed + _wait_at(prediction, p) + collective
         base = step if base is None else base
         rows.append({"ranks": p, "step_s": step,
                      "samples_per_s": prediction.batch_size * p / step,
@@ -174,7 +174,7 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     Returns:
         The :class:`Prediction`, what-if rows included.
     """
-    from distrain.costmodel.compute import step_functions, time_in_turn
+    from distrain.costmodel.compute import step_functions, time_in_turn, twin_rounds
     comm = comm or CommModel(size=1, alpha=0.0, beta=0.0)
     state = [(v, np.asarray(v)) for v in model.non_trainable_variables]
     import tensorflow as tf
@@ -182,18 +182,15 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     level = logger.level
     logger.setLevel("ERROR")  # one function per sub-model is meant, not a retracing bug
     try:
-        functions = step_functions(model, batch_size, num_classes, optimizer, data,
-                                   comm=comm, sync=sync)
         # Rounds of the step take turns with rounds in which every sub-model is replaced by
         # its do-nothing twin, so each twin is timed in its sub-model's place.
-        step = {k: f for k, f in functions.items() if not k.startswith("null:")}
-        twins = {(f"null:{k[len('layer:'):]}" if k.startswith("layer:") else f"twin:{k}"):
-                 functions.get(f"null:{k[len('layer:'):]}", f) for k, f in step.items()}
-        probe = time_in_turn([step, twins], 1)  # after two untimed rounds of each
+        turns = twin_rounds(step_functions(model, batch_size, num_classes, optimizer, data,
+                                           comm=comm, sync=sync))
+        probe = time_in_turn(turns, 1)  # after two untimed rounds of each
         took = sum(sum(values) for values in probe.values())
         repeats = min(max(repeats, math.ceil(min_seconds / max(took, 1e-9))), 2000)
         repeats = int(agree(repeats)) if agree is not None else repeats
-        rounds = time_in_turn([step, twins], repeats, warmup=0)
+        rounds = time_in_turn(turns, repeats, warmup=0)
     finally:
         logger.setLevel(level)
         for variable, value in state:  # batch-norm statistics the timing moved

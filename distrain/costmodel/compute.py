@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-__all__ = ["submodels", "step_functions", "time_in_turn", "median_seconds"]
+__all__ = ["submodels", "step_functions", "twin_rounds", "time_in_turn", "median_seconds"]
 
 
 def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
@@ -165,6 +165,28 @@ def time_in_turn(functions, rounds: int, warmup: int = 2) -> dict:
             if round_ >= warmup * len(turns):
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+def twin_rounds(functions: dict) -> list[dict]:
+    """The step's round and its twin round, for :func:`time_in_turn` to alternate.
+
+    Args:
+        functions: :func:`step_functions`' terms.
+
+    Returns:
+        ``[step, twins]``: ``step`` holds every term but the ``null:`` ones; ``twins`` is
+        the same round with each ``layer:NAME`` replaced by its ``null:NAME`` and the other
+        terms kept in place under ``twin:`` names (timed, not used).
+    """
+    step = {k: f for k, f in functions.items() if not k.startswith("null:")}
+    twins = {}
+    for name, fn in step.items():
+        if name.startswith("layer:"):
+            null = "null:" + name[len("layer:"):]
+            twins[null] = functions[null]
+        else:
+            twins["twin:" + name] = fn
+    return [step, twins]
 
 
 def step_functions(model, batch_size: int, num_classes: int | None = None,

@@ -12,8 +12,6 @@ allreduce.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from distrain.backends.local import LocalBackend
 from distrain.backends.mpi import allreduce_signature, signature_hash
 from distrain.ops import ReduceOp
