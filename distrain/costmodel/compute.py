@@ -81,6 +81,17 @@ def submodels(model) -> list:
     return pieces
 
 
+def _output_gradients(tf, layer, batch_size: int, rng):
+    """Random upstream gradients of the shapes and dtypes of ``layer``'s outputs, or None
+    where the outputs cannot be read (a subclassed model)."""
+    try:
+        outputs = tf.nest.flatten(layer.output)
+    except (AttributeError, ValueError):
+        return None
+    return [_random(tf, tuple(batch_size if d is None else int(d) for d in o.shape),
+                    str(getattr(o.dtype, "name", o.dtype)), rng) for o in outputs]
+
+
 def _input_specs(layer, batch_size: int):
     inputs = layer.input
     many = isinstance(inputs, (list, tuple))
@@ -95,24 +106,26 @@ def _random(tf, shape, dtype, rng):
     return tf.constant(rng.standard_normal(shape).astype(np.float32), dtype)
 
 
-def _layer_function(tf, call, xs, weights, input_gradients: bool = True):
+def _layer_function(tf, call, xs, weights, input_gradients: bool = True, upstream=None):
     """A ``tf.function`` of one sub-model's forward and backward on fixed inputs.
 
     Args:
         input_gradients: also differentiate with respect to the inputs, as backpropagation
             does wherever a weight lies before the sub-model (not for the first ones, whose
             inputs are the data).
+        upstream: the gradients arriving at the sub-model's outputs from the ones after it,
+            as in backpropagation; None seeds the backward pass with ones (the loss).
     """
     @tf.function
     def forward_backward(*inputs):
         floating = [x for x in inputs if x.dtype.is_floating] if input_gradients else []
         with tf.GradientTape() as tape:
             tape.watch(floating)
-            out = call(*inputs)
-            loss = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float32))
-                             for o in tf.nest.flatten(out)])
+            out = tf.nest.flatten(call(*inputs))
         sources = list(weights) + floating
-        return tape.gradient(loss, sources) if sources else loss
+        if not sources:
+            return out
+        return tape.gradient(out, sources, output_gradients=upstream)
 
     return lambda: forward_backward(*xs)
 
@@ -234,8 +247,9 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
         def run(*inputs, _layer=layer, _many=many):
             return _layer(list(inputs) if _many else inputs[0], training=True)
 
-        functions[f"layer:{name}"] = _layer_function(tf, run, xs, layer.trainable_weights,
-                                                     weights_before)
+        functions[f"layer:{name}"] = _layer_function(
+            tf, run, xs, layer.trainable_weights, weights_before,
+            _output_gradients(tf, layer, batch_size, rng))
         gradients = len(layer.trainable_weights) + (
             sum(1 for x in xs if x.dtype.is_floating) if weights_before else 0)
         functions[f"null:{name}"] = _null_function(tf, xs, layer.trainable_weights,
