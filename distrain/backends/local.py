@@ -11,10 +11,10 @@ from distrain.environment import World
 from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 from distrain.reduction import FusedEngine
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "SelfTransport"]
 
 
-class _SelfTransport:
+class SelfTransport:
     """A world of one: in-place reductions are no-ops; the rest copies."""
 
     size = 1
@@ -37,7 +37,7 @@ class LocalBackend(Backend):
 
     def __init__(self, world: World | None = None):
         super().__init__(world or World())
-        self.engine = FusedEngine(_SelfTransport(), DEFAULT_FUSION_THRESHOLD,
+        self.engine = FusedEngine(SelfTransport(), DEFAULT_FUSION_THRESHOLD,
                                   DEFAULT_CHUNK_BYTES)
 
     def allreduce(self, arrays, op, compression_dtype, label):

@@ -152,23 +152,22 @@ def _null_function(tf, xs, weights, outputs: int):
     return lambda: nothing(*xs)
 
 
-def time_in_turn(functions, rounds: int, warmup: int = 2) -> dict:
+def time_in_turn(turns: list[dict], rounds: int, warmup: int = 2) -> dict:
     """Times each function once per round, all of them in turn, for ``rounds`` rounds.
 
     Running the terms in turn, as a training step does, means each one starts with the
     caches the others left, not with its own data still hot.
 
     Args:
-        functions: name -> zero-argument callable, in step order; or a list of such dicts,
-            which take turns round by round (each gets ``rounds`` rounds), so that terms of
-            one round can be replaced by others in the same places.
+        turns: dicts of name -> zero-argument callable, in step order, which take turns
+            round by round (each gets ``rounds`` rounds), so that terms of one round can
+            be replaced by others in the same places (:func:`twin_rounds`).
         rounds: timed rounds (of each dict).
         warmup: untimed rounds first (of each dict; tracing, allocation).
 
     Returns:
         name -> the seconds of each timed round, in order.
     """
-    turns = functions if isinstance(functions, list) else [functions]
     times = {name: [] for turn in turns for name in turn}
     for round_ in range((warmup + rounds) * len(turns)):
         turn = turns[round_ % len(turns)]

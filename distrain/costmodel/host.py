@@ -12,7 +12,7 @@ allreduce.
 """
 from __future__ import annotations
 
-from distrain.backends.local import LocalBackend
+from distrain.backends.local import SelfTransport
 from distrain.backends.mpi import allreduce_signature, signature_hash
 from distrain.ops import ReduceOp
 from distrain.reduction import FusedEngine
@@ -45,11 +45,8 @@ def host_allreduce(gradients: list, size: int, fusion_threshold: int, chunk_byte
         The callable; it returns the averaged tensors, fresh each call, as the real
         allreduce does, so the optimizer update can be timed on them.
     """
-    if size <= 1:
-        engine = LocalBackend().engine
-        engine.fusion_threshold, engine.chunk_bytes = fusion_threshold, chunk_bytes
-    else:
-        engine = FusedEngine(_NoWire(size), fusion_threshold, chunk_bytes)
+    transport = SelfTransport() if size <= 1 else _NoWire(size)
+    engine = FusedEngine(transport, fusion_threshold, chunk_bytes)
 
     def run():
         arrays = [to_numpy(g) for g in gradients]
