@@ -68,7 +68,7 @@ def import_tensorflow():
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    thread = threading.Thread(target=_forward, args=(read_end, saved, level),
+    thread = threading.Thread(target=_forward, args=(read_end, os.dup(saved), level),
                               name="distrain-tf-import-log", daemon=True)
     thread.start()
     try:
@@ -76,15 +76,17 @@ def import_tensorflow():
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)  # closes the pipe's last write end: the thread sees EOF
-        thread.join()
+        thread.join(timeout=5)  # unless a child process kept a copy; it goes on forwarding
         os.close(saved)
     return tensorflow
 
 
 def _forward(read_end: int, out: int, level: int) -> None:
-    """Copies lines from ``read_end`` to ``out`` as they come, dropping hidden ones."""
+    """Copies lines from ``read_end`` to ``out`` as they come, dropping hidden ones; closes
+    both when the pipe ends."""
     pending = b""
-    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+    with os.fdopen(read_end, "rb", buffering=0) as pipe, \
+            os.fdopen(out, "wb", buffering=0) as sink:
         while True:
             data = pipe.read(65536)
             if not data:
@@ -93,6 +95,6 @@ def _forward(read_end: int, out: int, level: int) -> None:
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 if keep_line(line, level):
-                    os.write(out, line + b"\n")
-    if pending and keep_line(pending, level):
-        os.write(out, pending)
+                    sink.write(line + b"\n")
+        if pending and keep_line(pending, level):
+            sink.write(pending)

@@ -42,3 +42,27 @@ def test_importing_tensorflow_the_quiet_way_prints_nothing():
     assert result.returncode == 0, result.stderr
     assert result.stderr == "after\n"  # descriptor 2 is back and nothing else came through
     assert result.stdout.strip()
+
+
+@pytest.mark.timeout(60)
+def test_the_filter_drops_hidden_lines_and_passes_the_rest_in_order(tmp_path):
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\n"
+        "os.write(2, b'I0000 00:00:1795459916.477560    5892 port.cc:153] hidden\\n')\n"
+        "os.write(2, b'a line of its own\\n')\n"
+        "os.write(2, b'E0000 00:00:1795459916.477560    5892 x.cc:1] an error\\n')\n"
+        "os.write(2, b'no newline at the end')\n")
+    code = ("import sys; from distrain.tfimport import import_tensorflow; "
+            "import_tensorflow(); sys.stderr.write('|after')")
+    for level, expected in (
+            ("1", "a line of its own\nE0000 00:00:1795459916.477560    5892 x.cc:1] an error\n"
+                  "no newline at the end|after"),
+            ("3", "a line of its own\nno newline at the end|after")):
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL=level,
+                     PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT])))
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == expected
