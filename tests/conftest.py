@@ -1,6 +1,7 @@
 """Shared helpers: running programs under a real mpirun with a timeout."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -47,6 +48,21 @@ def run_mpi(np_: int, args: list[str], timeout: float, **extra_env: str):
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"mpirun -np {np_} {' '.join(args)} did not finish in {timeout} s:\n"
                     f"{(exc.stdout or b'')[-3000:]!r}\n{(exc.stderr or b'')[-3000:]!r}")
+
+
+def json_rows(output: str) -> list[dict]:
+    """Every JSON object the ranks printed, in order, wherever the launcher's merging of
+    their output put it (two ranks' lines can share one line)."""
+    decoder, rows, at = json.JSONDecoder(), [], output.find("{")
+    while at != -1:
+        try:
+            row, end = decoder.raw_decode(output, at)
+        except ValueError:
+            at = output.find("{", at + 1)
+            continue
+        rows.append(row)
+        at = output.find("{", end)
+    return rows
 
 
 def _horovod_importable() -> bool:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, mpirun_argv, rank_env, run_mpi
+from conftest import ROOT, json_rows, mpirun_argv, rank_env, run_mpi
 from distrain.train.checkpoint import weights_digest
 
 TRAIN = ["-m", "distrain.train"]
@@ -129,7 +129,7 @@ def test_single_rank_smoke_without_a_launcher(tmp_path):
 def test_horovod_keras_program_runs_unchanged():
     result = run_mpi(2, ["tests/programs/horovod_style_keras.py"], timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")]
+    rows = json_rows(result.stdout)
     assert sorted(r["rank"] for r in rows) == [0, 1]
     assert rows[0]["class"] == "SGD"
     assert rows[0]["digest"] == rows[1]["digest"]       # gradients were averaged
@@ -142,7 +142,7 @@ def test_horovod_keras_program_runs_unchanged():
 def test_horovod_tape_program_runs_in_tf_function():
     result = run_mpi(2, ["tests/programs/horovod_style_tape.py"], timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")]
+    rows = json_rows(result.stdout)
     assert len(rows) == 2 and rows[0]["digest"] == rows[1]["digest"]
     assert rows[0]["tracings"] == 1
 

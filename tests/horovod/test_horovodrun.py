@@ -3,7 +3,6 @@
 These tests need ``horovodrun`` and ``horovod.tensorflow``; tests/conftest.py leaves this
 folder out, and says so, where Horovod is not installed.
 """
-import json
 import os
 import re
 import shutil
@@ -13,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, rank_env, run_mpi
+from conftest import ROOT, json_rows, rank_env, run_mpi
 
 TRAIN = ["-m", "distrain.train", "--model", "cnn", "--steps-per-epoch", "8", "--no-cost-model"]
 
@@ -63,6 +62,5 @@ def test_collective_suite_on_the_horovod_backend():
 def test_horovod_programs_on_the_horovod_backend(program):
     result = horovodrun(2, [os.path.join("tests", "programs", program)], 150)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in untag(result.stdout).splitlines()
-            if line.startswith("{")]
+    rows = json_rows(untag(result.stdout))
     assert len(rows) == 2 and rows[0]["digest"] == rows[1]["digest"]

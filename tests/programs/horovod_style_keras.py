@@ -32,8 +32,9 @@ history = model.fit(x[shard], y[shard], batch_size=16, epochs=2, verbose=0, shuf
                                hvd.callbacks.MetricAverageCallback(),
                                hvd.callbacks.LearningRateWarmupCallback(
                                    0.05 * hvd.size(), warmup_epochs=1)])
-print(json.dumps({"rank": hvd.rank(), "class": type(opt).__name__,
-                  "digest": weights_digest(np.asarray(w) for w in model.weights),
-                  "loss": history.history["loss"][-1],
-                  "lr": float(np.asarray(opt.learning_rate))}), flush=True)
+row = {"rank": hvd.rank(), "class": type(opt).__name__,
+       "digest": weights_digest(np.asarray(w) for w in model.weights),
+       "loss": history.history["loss"][-1], "lr": float(np.asarray(opt.learning_rate))}
+sys.stdout.write(json.dumps(row) + "\n")  # one write: the launcher merges ranks' output
+sys.stdout.flush()
 sys.exit(0)

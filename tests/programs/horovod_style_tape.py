@@ -1,5 +1,6 @@
 """A custom training loop written for horovod.tensorflow, with only the import changed."""
 import json
+import sys
 
 import keras
 import numpy as np
@@ -33,6 +34,7 @@ opt.build(model.trainable_variables)
 hvd.broadcast_variables(model.variables, root_rank=0)
 for _ in range(5):
     train_step()
-print(json.dumps({"rank": hvd.rank(),
-                  "digest": weights_digest(np.asarray(v) for v in model.weights),
-                  "tracings": train_step.experimental_get_tracing_count()}), flush=True)
+row = {"rank": hvd.rank(), "digest": weights_digest(np.asarray(v) for v in model.weights),
+       "tracings": train_step.experimental_get_tracing_count()}
+sys.stdout.write(json.dumps(row) + "\n")  # one write: the launcher merges ranks' output
+sys.stdout.flush()
