@@ -27,6 +27,8 @@ import distrain
 from distrain import environment as env
 from distrain.costmodel.compute import median_seconds
 from distrain.costmodel.host import host_allreduce
+from distrain.errors import UsageError
+from distrain.files import write_atomically
 from distrain.costmodel.ring import CommModel, fit_alpha_beta, ring_time
 from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 
@@ -134,9 +136,7 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
 def _write(path: str, record: dict) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(record, handle, indent=1)
-        os.replace(temporary, path)
-    except OSError:
+        write_atomically(path, lambda handle: handle.write(json.dumps(record, indent=1)
+                                                           .encode()))
+    except (OSError, UsageError):
         pass  # a cache that cannot be written is only slower next time
