@@ -253,7 +253,8 @@ def _communication_lines(prediction: Mapping) -> list[str]:
     if prediction.get("allreduce_host") is not None and phases.get("allreduce") is not None:
         host, wait = float(prediction["allreduce_host"]), float(prediction.get("wait") or 0)
         lines.append(f"predicted allreduce {_ms(phases['allreduce'])} ms = host share "
-                     f"{_ms(host)} + messages {_ms(phases['allreduce'] - host - wait)} + "
+                     f"{_ms(host)} + negotiation and messages "
+                     f"{_ms(phases['allreduce'] - host - wait)} + "
                      f"wait for the slowest rank {_ms(wait)}")
     return lines
 
