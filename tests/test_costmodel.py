@@ -124,12 +124,32 @@ def test_time_in_turn_alternates_dicts_round_by_round():
     from distrain.costmodel.compute import time_in_turn
     calls = []
     step = {"data": lambda: calls.append("data"), "layer:a": lambda: calls.append("a")}
-    twins = {"twin:data": lambda: calls.append("data"), "null:a": lambda: calls.append("0")}
-    times = time_in_turn([step, twins], rounds=3, warmup=1)
-    assert calls == ["data", "a", "data", "0"] * 4
+    paired = {"twin:data": lambda: calls.append("data"), "pair:a": lambda: calls.append("a+")}
+    times = time_in_turn([step, paired], rounds=3, warmup=1)
+    assert calls == ["data", "a", "data", "a+"] * 4
     assert {name: len(values) for name, values in times.items()} == {
-        "data": 3, "layer:a": 3, "twin:data": 3, "null:a": 3}
+        "data": 3, "layer:a": 3, "twin:data": 3, "pair:a": 3}
     assert all(t >= 0 for values in times.values() for t in values)
+
+
+def test_pair_rounds_merge_adjacent_sub_models_in_their_places():
+    from distrain.costmodel.compute import pair_rounds
+    functions = {name: name for name in (
+        "data", "layer:a", "layer:b", "layer:c", "wait", "apply", "pair:a")}
+    step, paired = pair_rounds(functions)
+    assert list(step) == ["data", "layer:a", "layer:b", "layer:c", "wait", "apply"]
+    assert list(paired) == ["twin:data", "pair:a", "twin:layer:c", "twin:wait", "twin:apply"]
+    assert paired["pair:a"] == "pair:a" and paired["twin:layer:c"] == "layer:c"
+
+
+def test_call_cost_is_the_median_saving_of_a_merged_pair():
+    times = {"layer:a": 3.0, "layer:b": 5.0, "pair:a": 7.5,      # saves 0.5
+             "layer:c": 2.0, "layer:d": 2.0, "pair:c": 3.0,      # saves 1.0
+             "layer:e": 1.0, "layer:f": 1.0, "pair:e": 1.75,     # saves 0.25
+             "layer:g": 9.0}
+    assert costmodel.call_cost(times, list("abcdefg")) == 0.5
+    assert costmodel.call_cost({"layer:a": 1.0, "layer:b": 1.0, "pair:a": 2.5}, ["a", "b"]) == 0
+    assert costmodel.call_cost({"layer:a": 1.0}, ["a"]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +173,25 @@ def test_chains_are_cut_after_every_layer_and_residual_blocks_stay_whole(keras):
     assert counted == len(resnet.trainable_weights)
 
 
+def test_a_pair_computes_exactly_what_its_two_sub_models_compute(keras):
+    from distrain.costmodel.compute import step_functions, submodels
+    from distrain.train.models import build_model
+    model = build_model("cnn", (8, 8, 1), 4)
+    functions = step_functions(model, batch_size=8, num_classes=4)
+    names = [n for n, _ in submodels(model)] + ["loss"]
+    assert [k for k in functions if k.startswith("layer:")] == [f"layer:{n}" for n in names]
+    assert [k for k in functions if k.startswith("pair:")] == [f"pair:{n}" for n in names[::2]
+                                                               if n != names[-1]]
+    for first, second in zip(names[::2], names[1::2]):
+        merged = functions[f"pair:{first}"]()
+        assert len(merged) == 2
+        for alone, together in zip((functions[f"layer:{first}"](),
+                                    functions[f"layer:{second}"]()), merged):
+            assert len(alone[0]) == len(together) > 0
+            for a, b in zip(alone[0], together):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5)
+
+
 def test_predict_runs_without_training_or_mpi(keras):
     from distrain.train.models import build_model
     model = build_model("cnn", (8, 8, 1), 4)
@@ -164,6 +203,9 @@ def test_predict_runs_without_training_or_mpi(keras):
     assert prediction.host > 0 and prediction.phases["allreduce"] == prediction.host
     assert prediction.wait == 0
     assert [n for n, _ in prediction.submodels][-1] == "loss"
+    assert prediction.call_overhead > 0
+    assert prediction.phases["compute"] == pytest.approx(
+        prediction.call_overhead + sum(s for _, s in prediction.submodels))
     for old, new in zip(before, model.weights):  # timing left the model as it was
         np.testing.assert_array_equal(old, np.asarray(new))
     # Rounds: at least `repeats`, more to fill `min_seconds`, as many as `agree` says.

@@ -30,7 +30,7 @@ import numpy as np
 
 from distrain.costmodel.ring import WHATIF_SIZES, CommModel, fit_alpha_beta, ring_time
 
-__all__ = ["Prediction", "predict", "whatif", "combine", "expected_wait", "CommModel",
+__all__ = ["Prediction", "predict", "call_cost", "whatif", "combine", "expected_wait", "CommModel",
            "fit_alpha_beta", "ring_time", "WHATIF_SIZES"]
 
 
@@ -40,8 +40,10 @@ class Prediction:
 
     Attributes:
         phases: predicted seconds of ``data``, ``compute``, ``allreduce`` and ``apply``.
-        submodels: ``(name, seconds)`` terms whose sum, plus ``call_overhead``, is compute.
-        call_overhead: the one function-call cost compute pays.
+        submodels: ``(name, seconds)``: each sub-model's time less the cost of its own
+            function call; their sum, plus ``call_overhead``, is compute.
+        call_overhead: the cost of the step's one function call: one call
+            (:func:`call_cost`) and passing it the batch.
         comm: the communication model used.
         batch_size: samples per rank.
         gradient_shapes: the gradients' shapes, for what-if questions.
@@ -149,6 +151,22 @@ def whatif(prediction: Prediction, sizes=WHATIF_SIZES) -> list[dict]:
     return rows
 
 
+def call_cost(times: dict, names: list[str]) -> float:
+    """The cost of one more function call: what merging two sub-models into one saves.
+
+    Args:
+        times: median seconds of each ``layer:NAME`` and ``pair:NAME`` term.
+        names: the sub-models, in order; the 1st and 2nd make the pair of the 1st, and so on.
+
+    Returns:
+        The median over the pairs of ``T(first) + T(second) - T(pair)``, at least 0; 0 with
+        fewer than two sub-models.
+    """
+    savings = [times[f"layer:{first}"] + times[f"layer:{second}"] - times[f"pair:{first}"]
+               for first, second in zip(names[::2], names[1::2])]
+    return max(statistics.median(savings), 0.0) if savings else 0.0
+
+
 def predict(model, batch_size: int, num_classes: int | None = None, optimizer=None,
             data=None, comm: CommModel | None = None, repeats: int = 15,
             sync=None, min_seconds: float = 0.5, agree=None) -> Prediction:
@@ -174,7 +192,7 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     Returns:
         The :class:`Prediction`, what-if rows included.
     """
-    from distrain.costmodel.compute import step_functions, time_in_turn, twin_rounds
+    from distrain.costmodel.compute import pair_rounds, step_functions, time_in_turn
     comm = comm or CommModel(size=1, alpha=0.0, beta=0.0)
     state = [(v, np.asarray(v)) for v in model.non_trainable_variables]
     import tensorflow as tf
@@ -182,9 +200,9 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     level = logger.level
     logger.setLevel("ERROR")  # one function per sub-model is meant, not a retracing bug
     try:
-        # Rounds of the step take turns with rounds in which every sub-model is replaced by
-        # its do-nothing twin, so each twin is timed in its sub-model's place.
-        turns = twin_rounds(step_functions(model, batch_size, num_classes, optimizer, data,
+        # Rounds of the step take turns with rounds in which adjacent sub-models are merged
+        # in pairs, so each pair is timed in its sub-models' place.
+        turns = pair_rounds(step_functions(model, batch_size, num_classes, optimizer, data,
                                            comm=comm, sync=sync))
         probe = time_in_turn(turns, 1)  # after two untimed rounds of each
         took = sum(sum(values) for values in probe.values())
@@ -196,13 +214,14 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
         for variable, value in state:  # batch-norm statistics the timing moved
             variable.assign(value)
     times = {name: statistics.median(values) for name, values in rounds.items()}
-    call = times.pop("call")
     names = [key[len("layer:"):] for key in rounds if key.startswith("layer:")]
-    own = {name: [t - times[f"null:{name}"] for t in rounds[f"layer:{name}"]] for name in names}
-    terms = [(name, max(statistics.median(values), 0.0)) for name, values in own.items()]
+    per_call = call_cost(times, names)
+    terms = [(name, max(times[f"layer:{name}"] - per_call, 0.0)) for name in names]
+    # The step's one call also takes the batch as arguments, which the sub-models do not.
+    call = per_call + max(times.get("call:arguments", 0.0) - times.get("call:none", 0.0), 0.0)
     data_rounds = rounds.get("data", [0.0] * repeats)
-    up_to_allreduce = [data_rounds[k] + rounds["call"][k] + sum(v[k] for v in own.values())
-                       for k in range(repeats)]
+    up_to_allreduce = [data_rounds[k] + sum(rounds[f"layer:{name}"][k] for name in names)
+                       - len(names) * per_call + call for k in range(repeats)]
     variables = list(model.trainable_variables)
     shapes = [tuple(v.shape) for v in variables]
     dtypes = [str(getattr(v.dtype, "name", v.dtype)) for v in variables]

@@ -12,22 +12,31 @@ after another, as in a step, for several rounds, and each term's median counts
 (:func:`time_in_turn`). Timing one term many times in a row would find its data hot in the
 caches and predict too little; measured here, that under-predicted a ResNet step by ~19 %.
 
-**Call costs.** Each separate ``tf.function`` call has fixed costs (dispatch, arguments,
-results) that the whole model, run as one function, pays once. Each sub-model has a twin
-of its signature that computes nothing (:func:`_null_function`), timed in its place in
-rounds that take turns with the step's (see :func:`distrain.costmodel.predict`), and the
-whole model's call cost is timed on one with the model's signature:
+**Call costs.** Each separate ``tf.function`` call has costs of its own (dispatch, argument
+and result handling, handing the work to TensorFlow's thread pool and back) that the whole
+model, run as one function, pays once. Rounds of the step take turns with rounds in which
+adjacent sub-models are merged in pairs, each pair one function running the two one after
+the other (:func:`pair_rounds`). What merging a pair saves is the cost ``C`` of one call.
+The sub-models' functions capture their inputs; the step's takes the batch as arguments,
+which costs ``A``, timed on two do-nothing functions, one with the batch's arguments and one
+without. Then
 
-    compute = call(model) + sum over sub-models max(T_i - null_i, 0)
+    compute = (C + A) + sum over sub-models (T_i - C)
+
+Measured here (2026-11-25, one rank, 2 threads), ``C`` is ~0.25 ms and ``A`` ~0.07 ms: the
+earlier do-nothing twin of each sub-model took off too little (~0.2 ms less than merging
+saves), and over-predicted a CNN's compute by 30 %.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
+from typing import Callable
 
 import numpy as np
 
-__all__ = ["submodels", "step_functions", "twin_rounds", "time_in_turn", "median_seconds"]
+__all__ = ["submodels", "step_functions", "pair_rounds", "time_in_turn", "median_seconds"]
 
 
 def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
@@ -106,48 +115,70 @@ def _random(tf, shape, dtype, rng):
     return tf.constant(rng.standard_normal(shape).astype(np.float32), dtype)
 
 
-def _layer_function(tf, call, xs, weights, input_gradients: bool = True, upstream=None):
-    """A ``tf.function`` of one sub-model's forward and backward on fixed inputs.
+@dataclasses.dataclass
+class _Piece:
+    """One sub-model's forward and backward, on fixed inputs.
 
-    Args:
+    Attributes:
+        call: takes the inputs, returns the outputs.
+        xs: the inputs.
+        weights: the variables whose gradients backpropagation computes.
         input_gradients: also differentiate with respect to the inputs, as backpropagation
             does wherever a weight lies before the sub-model (not for the first ones, whose
             inputs are the data).
-        upstream: the gradients arriving at the sub-model's outputs from the ones after it,
-            as in backpropagation; None seeds the backward pass with ones (the loss).
+        upstream: the gradients arriving at the outputs from the sub-models after it, as in
+            backpropagation; None seeds the backward pass with ones (the loss).
     """
+
+    call: Callable
+    xs: list
+    weights: list
+    input_gradients: bool = True
+    upstream: list | None = None
+
+
+def _pieces_function(tf, pieces: list[_Piece]):
+    """A ``tf.function`` running the pieces' forwards and backwards one after the other.
+
+    Each piece starts when the one before has finished (its inputs wait on the other's
+    gradients), as sub-models do in a step, so two pieces never share the threads.
+
+    Returns:
+        A ``tf.function`` of no arguments: the inputs are captured, so that a sub-model's
+        time does not include passing arguments, which the step pays for its own inputs
+        alone (:func:`_null_function`). Captured tensors (beyond a handful of elements) become
+        inputs of the graph, not constants, so nothing is folded away.
+    """
+    counts = [len(piece.xs) for piece in pieces]
+    inputs = [x for piece in pieces for x in piece.xs]
+
     @tf.function
-    def forward_backward(*inputs):
-        floating = [x for x in inputs if x.dtype.is_floating] if input_gradients else []
-        with tf.GradientTape() as tape:
-            tape.watch(floating)
-            out = tf.nest.flatten(call(*inputs))
-        sources = list(weights) + floating
-        if not sources:
-            return out
-        return tape.gradient(out, sources, output_gradients=upstream)
+    def forward_backward():
+        results, done, offset = [], [], 0
+        for piece, count in zip(pieces, counts):
+            with tf.control_dependencies(done):
+                xs = [tf.identity(x) for x in inputs[offset:offset + count]]
+            offset += count
+            floating = [x for x in xs if x.dtype.is_floating] if piece.input_gradients else []
+            with tf.GradientTape() as tape:
+                tape.watch(floating)
+                out = tf.nest.flatten(piece.call(*xs))
+            sources = list(piece.weights) + floating
+            result = tape.gradient(out, sources, output_gradients=piece.upstream) \
+                if sources else out
+            results.append(result)
+            done = [t for t in tf.nest.flatten(result) if t is not None]
+        return results
 
-    return lambda: forward_backward(*xs)
+    return forward_backward
 
 
-def _null_function(tf, xs, weights, outputs: int):
-    """A ``tf.function`` with a sub-model's inputs and outputs that computes nothing.
-
-    Its time is the fixed cost of calling a function of that signature (dispatch, argument
-    and result handling), which the whole model, run as one function, does not pay per
-    sub-model.
-
-    Args:
-        xs: the inputs.
-        weights: variables whose values it returns (no copy is made).
-        outputs: how many tensors it returns (at least the weights).
-    """
+def _null_function(tf, xs: list):
+    """A ``tf.function`` taking ``xs`` as arguments and doing nothing: with and without
+    the step's inputs, the difference is what passing them costs the step's call."""
     @tf.function
     def nothing(*inputs):
-        values = [tf.identity(w) for w in weights]
-        values += [tf.identity(inputs[i % len(inputs)]) if inputs else tf.zeros([])
-                   for i in range(outputs - len(values))]
-        return values
+        return tf.zeros([])
 
     return lambda: nothing(*xs)
 
@@ -179,36 +210,39 @@ def time_in_turn(turns: list[dict], rounds: int, warmup: int = 2) -> dict:
     return times
 
 
-def twin_rounds(functions: dict) -> list[dict]:
-    """The step's round and its twin round, for :func:`time_in_turn` to alternate.
+def pair_rounds(functions: dict) -> list[dict]:
+    """The step's round and its paired round, for :func:`time_in_turn` to alternate.
 
     Args:
         functions: :func:`step_functions`' terms.
 
     Returns:
-        ``[step, twins]``: ``step`` holds every term but the ``null:`` ones; ``twins`` is
-        the same round with each ``layer:NAME`` replaced by its ``null:NAME`` and the other
-        terms kept in place under ``twin:`` names (timed, not used).
+        ``[step, paired]``: ``step`` holds every term but the ``pair:`` ones; ``paired`` is
+        the same round with the 1st and 2nd ``layer:`` terms replaced by the ``pair:`` of
+        the 1st, the 3rd and 4th by the ``pair:`` of the 3rd, and so on; the other terms
+        (an odd last sub-model too) stay in place under ``twin:`` names (timed, not used).
     """
-    step = {k: f for k, f in functions.items() if not k.startswith("null:")}
-    twins = {}
+    step = {k: f for k, f in functions.items() if not k.startswith("pair:")}
+    layers = [k for k in step if k.startswith("layer:")]
+    merged = {name: ("pair:" + name[len("layer:"):] if i % 2 == 0 else None)
+              for i, name in enumerate(layers[:len(layers) // 2 * 2])}
+    paired = {}
     for name, fn in step.items():
-        if name.startswith("layer:"):
-            null = "null:" + name[len("layer:"):]
-            twins[null] = functions[null]
-        else:
-            twins["twin:" + name] = fn
-    return [step, twins]
+        if name not in merged:
+            paired["twin:" + name] = fn
+        elif merged[name] is not None:
+            paired[merged[name]] = functions[merged[name]]
+    return [step, paired]
 
 
 def step_functions(model, batch_size: int, num_classes: int | None = None,
                    optimizer=None, data=None, seed: int = 0, comm=None, sync=None) -> dict:
     """The cost model's terms as callables, in step order.
 
-    ``data`` (when arrays are given); ``call``, a function with the whole model's
-    signature doing nothing; per sub-model, ``layer:NAME`` and ``null:NAME``, its forward
-    and backward and a function of its signature doing nothing; ``layer:loss`` and
-    ``null:loss`` (when ``num_classes`` is given); ``wait`` (when ``sync`` is given): the
+    ``data`` (when arrays are given); per sub-model, ``layer:NAME``, its forward and
+    backward; ``layer:loss`` (when ``num_classes`` is given); for the 1st, 3rd, ...
+    sub-model that has one after it, ``pair:NAME``, the forward and backward of it and the
+    next in one function (:func:`pair_rounds`); ``wait`` (when ``sync`` is given): the
     job's ranks meet, as the allreduce makes them meet in a step, so every rank's later
     terms run at the same time as they do in a step and the time spent here is the wait
     for the slowest; ``allreduce`` (the host's share of averaging the gradients,
@@ -233,34 +267,36 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
             tf.convert_to_tensor(y_train[rows])
         functions["data"] = fetch
     specs, _ = _input_specs(model, batch_size)
-    inputs = [_random(tf, shape, dtype, rng) for shape, dtype in specs]
-    if num_classes:
-        inputs.append(tf.constant(rng.integers(0, num_classes, size=batch_size), tf.int64))
-    weights = list(model.trainable_variables)
-    functions["call"] = _null_function(tf, inputs, weights, len(weights) + 2)  # loss, correct
+    arguments = [_random(tf, shape, dtype, rng) for shape, dtype in specs]
+    pieces = []
     weights_before = False  # backpropagation needs a sub-model's input gradient only then
     for name, layer in submodels(model):
         specs, many = _input_specs(layer, batch_size)
-        xs = [_random(tf, shape, dtype, rng) for shape, dtype in specs]
 
         def run(*inputs, _layer=layer, _many=many):
             return _layer(list(inputs) if _many else inputs[0], training=True)
 
-        functions[f"layer:{name}"] = _layer_function(
-            tf, run, xs, layer.trainable_weights, weights_before,
-            _output_gradients(tf, layer, batch_size, rng))
-        gradients = len(layer.trainable_weights) + (
-            sum(1 for x in xs if x.dtype.is_floating) if weights_before else 0)
-        functions[f"null:{name}"] = _null_function(tf, xs, layer.trainable_weights,
-                                                   max(gradients, 1))
+        xs = [_random(tf, shape, dtype, rng) for shape, dtype in specs]
+        pieces.append((name, _Piece(run, xs, layer.trainable_weights, weights_before,
+                                    _output_gradients(tf, layer, batch_size, rng))))
         weights_before = weights_before or bool(layer.trainable_weights)
     if num_classes:
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         labels = tf.constant(rng.integers(0, num_classes, size=batch_size), tf.int64)
+        arguments.append(labels)
         logits = _random(tf, (batch_size, num_classes), "float32", rng)
-        functions["layer:loss"] = _layer_function(tf, lambda z: loss_fn(labels, z),
-                                                  [logits], [])
-        functions["null:loss"] = _null_function(tf, [logits], [], 1)
+
+        def loss_and_correct(z):  # as the step: the loss, and the count it reports
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(z, axis=-1), labels),
+                                            tf.float32))
+            return loss_fn(labels, z), tf.stop_gradient(correct)
+        pieces.append(("loss", _Piece(loss_and_correct, [logits], [])))
+    functions["call:arguments"] = _null_function(tf, arguments)
+    functions["call:none"] = _null_function(tf, [])
+    for name, piece in pieces:
+        functions[f"layer:{name}"] = _pieces_function(tf, [piece])
+    for (name, first), (_, second) in zip(pieces[::2], pieces[1::2]):
+        functions[f"pair:{name}"] = _pieces_function(tf, [first, second])
     gradients = [tf.ones(v.shape, v.dtype) * 1e-6 for v in model.trainable_variables]
     averaged = [gradients]
     if sync is not None:
