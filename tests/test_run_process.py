@@ -151,7 +151,7 @@ def test_max_restarts_relaunches_with_the_restart_count(pid_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "rank 1 on host" in done.stderr
     assert f"restart 1 of 2: relaunching every rank with {env.RESTART_COUNT}=1" in done.stderr
-    assert "restart 2 of 2" not in done.stderr
+    assert "restart 2 of 2" not in done.stderr, done.stderr
     assert f"[0]<stdout>: {env.RESTART_COUNT}=<unset>" in done.stdout
     assert f"[0]<stdout>: {env.RESTART_COUNT}=1" in done.stdout
 
