@@ -8,6 +8,11 @@ polls it instead of blocking, and so knows how long it has waited:
   collective, and repeats that every warning period;
 - after the shutdown time (when set) the waiting rank prints why and aborts the whole job.
 
+The data transfer that follows a negotiation blocks in MPI (non-blocking collectives are
+slower for large messages). A rank or link lost during it would leave the others blocked,
+so, when a shutdown time is set, a watchdog thread aborts the job once a transfer has
+lasted that long (:meth:`StallInspector.transfer`).
+
 Settings: ``DISTRAIN_STALL_WARNING_SECONDS`` (default 60; 0 turns warnings off) and
 ``DISTRAIN_STALL_SHUTDOWN_SECONDS`` (default 0: never abort).
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -47,6 +53,43 @@ class StallInspector:
         self._arrived: dict[int, set[int]] = {}
         self._note = np.zeros(2, np.int64)
         self._pending_sends: list = []
+        self._transfer: tuple | None = None   # (start, seq, label) while data moves
+        self._watchdog: threading.Thread | None = None
+
+    def transfer(self, seq: int, label: str) -> "_Transfer":
+        """A context manager around the data transfer of collective ``seq``.
+
+        With a shutdown time set, a watchdog thread (started on first use) checks the
+        running transfer a few times per shutdown period; one that has lasted the shutdown
+        time prints why and aborts the job, as a stalled negotiation does.
+
+        Args:
+            seq: the collective's sequence number.
+            label: what the collective is, for messages.
+        """
+        if self.shutdown_seconds > 0 and self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="distrain-stall-watchdog",
+                                              daemon=True)
+            self._watchdog.start()
+        return _Transfer(self, seq, label)
+
+    def _watch(self) -> None:
+        period = min(1.0, self.shutdown_seconds / 4)
+        while True:
+            time.sleep(period)
+            running = self._transfer
+            if running is None:
+                continue
+            start, seq, label = running
+            waited = self.clock() - start
+            if waited >= self.shutdown_seconds and self._transfer is running:
+                print(f"[distrain rank {self.rank}] collective #{seq} ({label}) has moved its "
+                      f"data for {waited:.0f} s without finishing, past "
+                      f"DISTRAIN_STALL_SHUTDOWN_SECONDS={self.shutdown_seconds:g}: a rank, its "
+                      f"host or the network between them is gone; aborting the job",
+                      file=sys.stderr, flush=True)
+                self.abort(124)
+                return
 
     def wait(self, request, seq: int, label: str) -> None:
         """Returns once ``request`` completes; warns and aborts on stalls.
@@ -111,3 +154,19 @@ class StallInspector:
         print(f"[distrain] stall: collective #{seq} ({label}) has waited {waited:.0f} s; "
               f"ranks not joined: {names}. A rank is slower, stuck, or calls collectives in a "
               f"different order.", file=sys.stderr, flush=True)
+
+
+class _Transfer:
+    """Marks a data transfer as running for the watchdog (see
+    :meth:`StallInspector.transfer`); a plain class, as it runs on every collective."""
+
+    __slots__ = ("inspector", "seq", "label")
+
+    def __init__(self, inspector: StallInspector, seq: int, label: str):
+        self.inspector, self.seq, self.label = inspector, seq, label
+
+    def __enter__(self) -> None:
+        self.inspector._transfer = (self.inspector.clock(), self.seq, self.label)
+
+    def __exit__(self, *exc) -> None:
+        self.inspector._transfer = None

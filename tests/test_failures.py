@@ -47,6 +47,27 @@ def test_stall_is_reported_with_missing_ranks_then_aborted():
     assert "DISTRAIN_STALL_SHUTDOWN_SECONDS=4; aborting the job" in result.stderr
 
 
+WEDGED = """
+import time, distrain as hvd, numpy as np
+hvd.init()
+hvd.barrier()
+if hvd.rank() == 1:   # joins the negotiation, then never moves its data
+    hvd.collectives.backend().engine.allreduce = lambda *args: time.sleep(60)
+hvd.allreduce(np.ones(3), name="grad/wedged")
+"""
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(60)
+def test_a_rank_wedged_in_the_data_transfer_is_aborted_by_the_watchdog():
+    start = time.monotonic()
+    result = run_mpi(2, ["-c", WEDGED], timeout=45, DISTRAIN_STALL_SHUTDOWN_SECONDS="3")
+    assert result.returncode != 0
+    assert "(grad/wedged) has moved its data for 3 s without finishing, past " \
+           "DISTRAIN_STALL_SHUTDOWN_SECONDS=3" in result.stderr, result.stderr[-2000:]
+    assert time.monotonic() - start < 40
+
+
 @pytest.mark.timeout(60)
 def test_launcher_world_that_mpi_does_not_see_is_an_error():
     # Variables of a 2-rank MPICH launch, but no launcher: MPI starts a world of one.

@@ -187,7 +187,8 @@ class MPIBackend(Backend):
     def allreduce(self, arrays, op, compression_dtype, label):
         self._negotiate("allreduce", allreduce_signature(op, compression_dtype, arrays), label,
                         describe=lambda: (f"op {op.name}", _shapes(arrays)))
-        return self.engine.allreduce(arrays, op, compression_dtype)
+        with self.stall.transfer(self._seq, label):
+            return self.engine.allreduce(arrays, op, compression_dtype)
 
     def broadcast(self, arrays, root, label):
         if not 0 <= root < self.world.size:
@@ -196,22 +197,26 @@ class MPIBackend(Backend):
         signature = f"{root}|" + ";".join(f"{a.dtype.str}{a.shape}" for a in arrays)
         self._negotiate("broadcast", signature, label,
                         describe=lambda: (f"root {root}", _shapes(arrays)))
-        return self.engine.broadcast(arrays, root, self.world.rank == root)
+        with self.stall.transfer(self._seq, label):
+            return self.engine.broadcast(arrays, root, self.world.rank == root)
 
     def allgather(self, array, label):
         signature = f"{array.dtype.str}{array.shape[1:]}"
         records = self._negotiate("allgather", signature, label, extra=array.shape[0],
                                   describe=lambda: ("", [f"{array.dtype}[*, " + ", ".join(
                                       map(str, array.shape[1:])) + "]"]))
-        return self.engine.allgather(array, records[:, 1].tolist())
+        with self.stall.transfer(self._seq, label):
+            return self.engine.allgather(array, records[:, 1].tolist())
 
     def gather_objects(self, obj):
         self._negotiate("gather_objects", "", "gather_objects")
-        return self.comm.allgather(obj)
+        with self.stall.transfer(self._seq, "gather_objects"):
+            return self.comm.allgather(obj)
 
     def barrier(self):
         self._negotiate("barrier", "", "barrier")
-        self.comm.Barrier()
+        with self.stall.transfer(self._seq, "barrier"):
+            self.comm.Barrier()
 
     def abort(self, code):
         sys.stdout.flush()
