@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.iters < 1 or args.warmup < 0:
         _parser().error("--iters must be >= 1 and --warmup >= 0")
-    os.environ.setdefault(env.TF_CPP_MIN_LOG_LEVEL, "2")
+    os.environ.setdefault(env.TF_CPP_MIN_LOG_LEVEL, "3")  # as the training program
     tf = import_tensorflow()
 
     import distrain
