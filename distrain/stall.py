@@ -18,6 +18,7 @@ Settings: ``DISTRAIN_STALL_WARNING_SECONDS`` (default 60; 0 turns warnings off) 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -28,6 +29,7 @@ import numpy as np
 __all__ = ["StallInspector", "STALL_TAG"]
 
 STALL_TAG = 7331
+_UNWATCHED = contextlib.nullcontext()
 
 
 class StallInspector:
@@ -56,7 +58,7 @@ class StallInspector:
         self._transfer: tuple | None = None   # (start, seq, label) while data moves
         self._watchdog: threading.Thread | None = None
 
-    def transfer(self, seq: int, label: str) -> "_Transfer":
+    def transfer(self, seq: int, label: str):
         """A context manager around the data transfer of collective ``seq``.
 
         With a shutdown time set, a watchdog thread (started on first use) checks the
@@ -66,8 +68,13 @@ class StallInspector:
         Args:
             seq: the collective's sequence number.
             label: what the collective is, for messages.
+
+        Returns:
+            A context manager; one that does nothing when no shutdown time is set.
         """
-        if self.shutdown_seconds > 0 and self._watchdog is None:
+        if self.shutdown_seconds <= 0:
+            return _UNWATCHED
+        if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, name="distrain-stall-watchdog",
                                               daemon=True)
             self._watchdog.start()

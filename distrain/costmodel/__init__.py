@@ -30,8 +30,8 @@ import numpy as np
 
 from distrain.costmodel.ring import WHATIF_SIZES, CommModel, fit_alpha_beta, ring_time
 
-__all__ = ["Prediction", "predict", "call_cost", "whatif", "combine", "expected_wait", "CommModel",
-           "fit_alpha_beta", "ring_time", "WHATIF_SIZES"]
+__all__ = ["Prediction", "predict", "call_cost", "whatif", "combine", "expected_wait",
+           "CommModel", "fit_alpha_beta", "ring_time", "WHATIF_SIZES"]
 
 
 @dataclasses.dataclass
