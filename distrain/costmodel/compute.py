@@ -239,8 +239,9 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
                    optimizer=None, data=None, seed: int = 0, comm=None, sync=None) -> dict:
     """The cost model's terms as callables, in step order.
 
-    ``data`` (when arrays are given); per sub-model, ``layer:NAME``, its forward and
-    backward; ``layer:loss`` (when ``num_classes`` is given); for the 1st, 3rd, ...
+    ``data`` (when arrays are given); ``call:arguments`` and ``call:none``, functions
+    doing nothing with and without the step's arguments (the batch, and the labels when
+    ``num_classes`` is given); per sub-model, ``layer:NAME``, its forward and backward; ``layer:loss`` (when ``num_classes`` is given); for the 1st, 3rd, ...
     sub-model that has one after it, ``pair:NAME``, the forward and backward of it and the
     next in one function (:func:`pair_rounds`); ``wait`` (when ``sync`` is given): the
     job's ranks meet, as the allreduce makes them meet in a step, so every rank's later
