@@ -28,6 +28,7 @@ import statistics
 
 import numpy as np
 
+from distrain.costmodel.compute import adjacent_pairs
 from distrain.costmodel.ring import WHATIF_SIZES, CommModel, fit_alpha_beta, ring_time
 
 __all__ = ["Prediction", "predict", "call_cost", "whatif", "combine", "expected_wait",
@@ -163,7 +164,7 @@ def call_cost(times: dict, names: list[str]) -> float:
         fewer than two sub-models.
     """
     savings = [times[f"layer:{first}"] + times[f"layer:{second}"] - times[f"pair:{first}"]
-               for first, second in zip(names[::2], names[1::2])]
+               for first, second in adjacent_pairs(names)]
     return max(statistics.median(savings), 0.0) if savings else 0.0
 
 

@@ -36,7 +36,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["submodels", "step_functions", "pair_rounds", "time_in_turn", "median_seconds"]
+__all__ = ["submodels", "step_functions", "pair_rounds", "adjacent_pairs", "time_in_turn",
+           "median_seconds"]
 
 
 def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
@@ -210,6 +211,12 @@ def time_in_turn(turns: list[dict], rounds: int, warmup: int = 2) -> dict:
     return times
 
 
+def adjacent_pairs(items: list) -> list[tuple]:
+    """The pairs the cost model merges: the 1st and 2nd item, the 3rd and 4th, and so on
+    (an odd last item is in none)."""
+    return list(zip(items[::2], items[1::2]))
+
+
 def pair_rounds(functions: dict) -> list[dict]:
     """The step's round and its paired round, for :func:`time_in_turn` to alternate.
 
@@ -224,8 +231,9 @@ def pair_rounds(functions: dict) -> list[dict]:
     """
     step = {k: f for k, f in functions.items() if not k.startswith("pair:")}
     layers = [k for k in step if k.startswith("layer:")]
-    merged = {name: ("pair:" + name[len("layer:"):] if i % 2 == 0 else None)
-              for i, name in enumerate(layers[:len(layers) // 2 * 2])}
+    merged = {}
+    for first, second in adjacent_pairs(layers):
+        merged[first], merged[second] = "pair:" + first[len("layer:"):], None
     paired = {}
     for name, fn in step.items():
         if name not in merged:
@@ -296,7 +304,7 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
     functions["call:none"] = _null_function(tf, [])
     for name, piece in pieces:
         functions[f"layer:{name}"] = _pieces_function(tf, [piece])
-    for (name, first), (_, second) in zip(pieces[::2], pieces[1::2]):
+    for (name, first), (_, second) in adjacent_pairs(pieces):
         functions[f"pair:{name}"] = _pieces_function(tf, [first, second])
     gradients = [tf.ones(v.shape, v.dtype) * 1e-6 for v in model.trainable_variables]
     averaged = [gradients]
