@@ -48,7 +48,18 @@ def _ip(*args, check=True):
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
 
+# A Docker engine sets iptables' FORWARD policy to DROP, which also drops the traffic bridged
+# between the namespaces (br_netfilter): accept it for this bridge while the tests run.
+_FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
+
+
+def _iptables(action: str) -> None:
+    if shutil.which("iptables") is not None:
+        subprocess.run(["iptables", "-w", "5", action, *_FORWARD_RULE], capture_output=True)
+
+
 def _teardown():
+    _iptables("-D")
     for namespace in HOSTS.values():
         pids = _ip("netns", "pids", namespace, check=False).stdout.split()
         for pid in pids:
@@ -72,6 +83,7 @@ def hosts(tmp_path_factory):
         _ip("link", "add", BRIDGE, "type", "bridge")
         _ip("addr", "add", f"{SUBNET}.254/24", "dev", BRIDGE)
         _ip("link", "set", BRIDGE, "up")
+        _iptables("-I")
         for index, (address, namespace) in enumerate(HOSTS.items()):
             link = links[address] = f"{TAG}v{index}"
             _ip("netns", "add", namespace)
