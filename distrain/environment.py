@@ -314,6 +314,7 @@ def float_setting(name: str, default: float, env: Mapping[str, str] | None = Non
 # what each host's MPI launcher sets for itself and the shell's own per-process state.
 PATH = "PATH"                                     # where mpirun and the program are looked up
 MPIRUN = "DISTRAIN_MPIRUN"                        # the mpirun/mpiexec distrain-run drives
+HOST_DISCOVERY_SCRIPT = "DISTRAIN_HOST_DISCOVERY_SCRIPT"  # --host-discovery-script's default
 NOT_FORWARDED_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "OPAL_", "HYDRA_", "PMI_", "MPI_LOCAL",
                           "BASH_FUNC_")
 NOT_FORWARDED = ("_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME")

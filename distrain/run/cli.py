@@ -10,7 +10,8 @@ Usage::
 A horovodrun command line works with the name changed: ``-np``, ``-H``, ``--hostfile``
 (``host slots=N`` lines; ``#`` comments), ``-p/--ssh-port``, ``-i/--ssh-identity-file``,
 ``--network-interfaces``, ``--output-filename DIR`` (``DIR/rank.N.log``),
-``--start-timeout``, ``--verbose``, ``--mpi-args "..."`` and ``--check-build``. Beyond them:
+``--start-timeout``, ``--verbose``, ``--mpi-args "..."``, ``--host-discovery-script`` and
+``--check-build``. Beyond them:
 ``-x NAME[=VALUE]``, ``--oversubscribe``, ``--heartbeat-timeout``,
 ``--stall-warning-seconds``, ``--stall-shutdown-seconds`` and ``--max-restarts``.
 
@@ -38,6 +39,12 @@ Environment every rank gets:
 Output: every line is tagged with its rank, ``[1]<stdout>: ...``; rank 0's progress bar
 (text ended by ``\\r``) is redrawn in place on one line; other ranks show only final lines.
 
+Hosts from a script: ``--host-discovery-script SCRIPT`` (or ``DISTRAIN_HOST_DISCOVERY_SCRIPT``
+when neither ``-H`` nor ``--hostfile`` is given) runs SCRIPT before every launch and relaunch;
+it prints ``host:slots`` lines, and distrain-run waits up to ``--start-timeout`` for ``-np``
+slots (without ``-np``: all the first answer lists), so a relaunch waits for a lost host to
+come back (see :mod:`distrain.run.discovery`).
+
 When something fails:
     - a rank exits non-zero: the other ranks are stopped within 10 s and distrain-run exits
       with that rank's exit code (128+N if killed by signal N), naming the rank, its host and
@@ -61,8 +68,10 @@ See docs/launcher.md for recipes (one host, a hostfile, Slurm, Kubeflow's MPI Op
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from distrain import environment as env
 from distrain.errors import USAGE_EXIT_CODE, UsageError
 
 __all__ = ["main", "build_parser", "config_from_args"]
@@ -94,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hosts and slots, e.g. node1:2,node2:2 (default: this machine)")
     where.add_argument("-hostfile", "--hostfile", metavar="FILE",
                        help="file of 'host slots=N' lines")
+    where.add_argument("--host-discovery-script", metavar="SCRIPT",
+                       help="a command printing host:slots lines, asked before every launch; "
+                            "waits up to --start-timeout for -np slots (default: "
+                            "$DISTRAIN_HOST_DISCOVERY_SCRIPT when neither -H nor --hostfile "
+                            "is given)")
     p.add_argument("--oversubscribe", action="store_true",
                    help="allow more ranks than slots")
     p.add_argument("-p", "--ssh-port", type=int, metavar="PORT", help="ssh port of the hosts")
@@ -127,8 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(ns: argparse.Namespace):
+def config_from_args(ns: argparse.Namespace, environ=None):
     """Builds the :class:`~distrain.run.config.LaunchConfig` from parsed flags.
+
+    Args:
+        ns: the parsed flags.
+        environ: where ``DISTRAIN_HOST_DISCOVERY_SCRIPT`` is read, the default of
+            ``--host-discovery-script``; ``os.environ`` when None.
 
     Raises:
         UsageError: a malformed host list or hostfile, or an invalid combination.
@@ -136,6 +155,10 @@ def config_from_args(ns: argparse.Namespace):
     from distrain.run.config import LaunchConfig
     from distrain.run.hosts import parse_hosts, read_hostfile
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
+    discovery = ns.host_discovery_script
+    if discovery is None and not (ns.hosts or ns.hostfile):
+        discovery = (os.environ if environ is None else environ).get(
+            env.HOST_DISCOVERY_SCRIPT) or None
     hosts = parse_hosts(ns.hosts) if ns.hosts else (
         read_hostfile(ns.hostfile) if ns.hostfile else ())
     return LaunchConfig(
@@ -145,7 +168,8 @@ def config_from_args(ns: argparse.Namespace):
         start_timeout=ns.start_timeout, heartbeat_timeout=ns.heartbeat_timeout,
         verbose=ns.verbose, mpi_args=ns.mpi_args, env=tuple(ns.env),
         stall_warning_seconds=ns.stall_warning_seconds,
-        stall_shutdown_seconds=ns.stall_shutdown_seconds, max_restarts=ns.max_restarts)
+        stall_shutdown_seconds=ns.stall_shutdown_seconds, max_restarts=ns.max_restarts,
+        host_discovery_script=discovery)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import re
 import shlex
 
 from distrain.errors import UsageError
+from distrain.run.discovery import script_argv
 from distrain.run.hosts import Host, parse_hosts
 
 __all__ = ["LaunchConfig"]
@@ -46,6 +47,9 @@ class LaunchConfig:
         stall_warning_seconds: exported as ``DISTRAIN_STALL_WARNING_SECONDS`` when set.
         stall_shutdown_seconds: exported as ``DISTRAIN_STALL_SHUTDOWN_SECONDS`` when set.
         max_restarts: relaunch a failed job at most this many times.
+        host_discovery_script: a command printing ``host:slots`` lines, asked for the hosts
+            before every launch (:mod:`distrain.run.discovery`); excludes ``hosts``. ``np``
+            may then be None: every slot of the first answer.
 
     Raises:
         UsageError: a value is out of range or malformed (one line naming it).
@@ -67,16 +71,23 @@ class LaunchConfig:
     stall_warning_seconds: float | None = None
     stall_shutdown_seconds: float | None = None
     max_restarts: int = 0
+    host_discovery_script: str | None = None
 
     def __post_init__(self):
         self._normalise()
         if not self.command or not self.command[0]:
             raise UsageError("no program given; write distrain-run -np N PROGRAM [ARGS]")
-        if self.np is None:
+        if self.host_discovery_script is not None:
+            if self.hosts:
+                raise UsageError("give either -H/--hostfile or --host-discovery-script, "
+                                 "not both")
+            script_argv(self.host_discovery_script)
+        elif self.np is None:
             if not self.hosts:
                 raise UsageError("give -np N, the number of ranks (or -H/--hostfile slots)")
             object.__setattr__(self, "np", sum(host.slots for host in self.hosts))
-        _positive_int("-np", self.np)
+        if self.np is not None:
+            _positive_int("-np", self.np)
         slots = sum(host.slots for host in self.hosts)
         if self.hosts and self.np > slots and not self.oversubscribe:
             raise UsageError(f"-np {self.np} is more than the {slots} slots of the hosts "

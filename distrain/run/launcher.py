@@ -21,9 +21,10 @@ from distrain.errors import UsageError
 from distrain.run.command import (forwarded_names, heartbeat_interval, job_env, mpirun_argv,
                                   rank_command)
 from distrain.run.config import LaunchConfig
-from distrain.run.hosts import placement
+from distrain.run.discovery import DiscoveryTimeout, script_argv, wait_for_hosts
+from distrain.run.hosts import format_hosts, placement
 from distrain.run.output import Console, RankFiles
-from distrain.run.supervisor import Job, supervise
+from distrain.run.supervisor import TIMEOUT_EXIT_CODE, Job, supervise
 from distrain.run.vendors import Vendor, detect_vendor, find_mpirun, version_text
 
 __all__ = ["Plan", "plan", "job", "launch", "local_cores"]
@@ -88,6 +89,8 @@ def plan(config: LaunchConfig, environ=None) -> Plan:
     warnings = []
     if config.hosts:
         oversubscribe, hosts = config.oversubscribe, placement(config.hosts, config.np)
+    elif config.host_discovery_script is not None:
+        oversubscribe, hosts = config.oversubscribe, []    # known once the script answers
     else:
         cores = local_cores()
         oversubscribe = config.oversubscribe or config.np > cores
@@ -111,6 +114,23 @@ def job(config: LaunchConfig, the_plan: Plan, environ, restart: int = 0) -> Job:
                config.start_timeout, config.heartbeat_timeout)
 
 
+def discovered(config: LaunchConfig, console: Console) -> LaunchConfig:
+    """The launch on the hosts its discovery script lists now, once they have ``-np`` slots.
+
+    Raises:
+        DiscoveryTimeout: too few slots within ``--start-timeout``.
+        UsageError: the script cannot run or prints something malformed.
+    """
+    def tell(line: str) -> None:
+        console.plain("stderr", f"distrain-run: {line}")
+
+    hosts = wait_for_hosts(script_argv(config.host_discovery_script), config.np,
+                           config.start_timeout, on_wait=tell)
+    np_ = config.np if config.np is not None else sum(host.slots for host in hosts)
+    tell(f"{np_} ranks on the hosts found: {format_hosts(hosts)}")
+    return dataclasses.replace(config, np=np_, hosts=hosts, host_discovery_script=None)
+
+
 def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
     """Runs the job, relaunching it after a failure up to ``config.max_restarts`` times.
 
@@ -127,14 +147,25 @@ def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
         UsageError: bad input found before anything started.
     """
     environ = dict(os.environ if environ is None else environ)
-    the_plan = plan(config, environ)
     console = Console(out or sys.stdout, err or sys.stderr)
-    for warning in the_plan.warnings:
-        console.plain("stderr", f"distrain-run: warning: {warning}")
+    the_plan = plan(config, environ)
     files = RankFiles(config.output_filename) if config.output_filename else None
     try:
         for attempt in range(config.max_restarts + 1):
-            the_job = job(config, the_plan, environ, attempt)
+            attempt_config = config
+            if config.host_discovery_script is not None:
+                try:
+                    attempt_config = discovered(config, console)
+                except DiscoveryTimeout as exc:
+                    console.plain("stderr", f"distrain-run: {exc}")
+                    return TIMEOUT_EXIT_CODE
+                # a relaunch needs as many ranks as the first launch had
+                config = dataclasses.replace(config, np=attempt_config.np)
+                the_plan = plan(attempt_config, environ)
+            if attempt == 0 or config.host_discovery_script is not None:
+                for warning in the_plan.warnings:
+                    console.plain("stderr", f"distrain-run: warning: {warning}")
+            the_job = job(attempt_config, the_plan, environ, attempt)
             if config.verbose:
                 console.plain("stderr", f"distrain-run: {the_plan.vendor.label} at "
                                         f"{the_plan.mpirun}: {shlex.join(the_job.argv)}")
