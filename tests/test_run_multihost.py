@@ -160,7 +160,8 @@ def test_killing_one_hosts_rank_ends_the_job_naming_it(hosts, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGKILL, err
-    assert f"rank 1 on host {HOSTS[addresses[1]]} was killed by SIGKILL" in err
+    assert (f"rank 1 on host {HOSTS[addresses[1]]} ({addresses[1]}) was killed by SIGKILL"
+            in err)
     assert not wait_gone(pids.values())
 
 
@@ -170,9 +171,9 @@ def test_killing_one_hosts_rank_ends_the_job_naming_it(hosts, tmp_path):
                          "--heartbeat-timeout", "30"],
      # cut while waiting for the negotiation, or while moving the data (the watchdog)
      [("ranks not joined: 1", "has moved its data for"),
-      "rank 0 on host {a} exited with code 124"]),
+      "rank 0 on host {a} ({aip}) exited with code 124"]),
     ("heartbeat", ["--stall-shutdown-seconds", "0", "--heartbeat-timeout", "4"],
-     ["lost contact with rank 1 on host {b}: no output or heartbeat for 4 s"]),
+     ["lost contact with rank 1 on host {b} ({bip}): no output or heartbeat for 4 s"]),
 ])
 def test_cutting_one_hosts_link_ends_the_job_within_the_timeouts(hosts, tmp_path, watch, flags,
                                                                  expected):
@@ -192,7 +193,8 @@ def test_cutting_one_hosts_link_ends_the_job_within_the_timeouts(hosts, tmp_path
     assert proc.returncode == 124, err
     for words in expected:
         choices = words if isinstance(words, tuple) else (words,)
-        assert any(w.format(a=HOSTS[addresses[0]], b=HOSTS[addresses[1]]) in err
+        assert any(w.format(a=HOSTS[addresses[0]], b=HOSTS[addresses[1]], aip=addresses[0],
+                            bip=addresses[1]) in err
                    for w in choices), err
     # While the link is down nothing can reach the cut host's daemon; once it is back, the
     # daemon finds distrain-run's mpirun gone and stops its ranks.

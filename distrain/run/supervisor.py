@@ -13,7 +13,9 @@ on the rank wrappers' records (:mod:`distrain.run.rank`):
   at once); the outcome's code is 130 or 143;
 - a rank has not started within the start timeout, or a started rank falls silent (no
   output, no heartbeat) for the heartbeat timeout: the job is stopped, code 124, naming the
-  ranks and hosts.
+  ranks and hosts;
+- a started rank never reports how it ended (its host or container went away with it, and
+  mpirun, which may exit 0 then, lost its daemon): code 1, naming the rank and its host.
 
 Whatever the outcome, processes of the session still alive after mpirun ends get SIGTERM,
 then SIGKILL: no orphans.
@@ -38,7 +40,9 @@ __all__ = ["Job", "Outcome", "supervise", "session_pids", "kill_session", "TIMEO
 STOP_GRACE = 2.0
 KILL_GRACE = 4.0
 TIMEOUT_EXIT_CODE = 124
+VANISHED_EXIT_CODE = 1
 STDERR_LINES = 8
+MPIRUN_LINES_KEPT = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +74,9 @@ class Outcome:
 
     Attributes:
         code: distrain-run's exit code for it.
-        kind: ``ok``, ``rank`` (a rank failed), ``interrupted``, ``start-timeout``, ``lost``
-            or ``mpirun`` (mpirun failed and no rank said why).
+        kind: ``ok``, ``rank`` (a rank failed), ``interrupted``, ``start-timeout``, ``lost``,
+            ``vanished`` (a started rank never reported how it ended) or ``mpirun`` (mpirun
+            failed and no rank said why).
         message: one paragraph for the user; empty when ``ok``.
     """
 
@@ -141,6 +146,8 @@ class _Watch:
         self.ranks: dict[int, _Rank] = {}
         self.started: set[int] = set()
         self.mpirun_tail: collections.deque = collections.deque(maxlen=STDERR_LINES)
+        self.mpirun_first: list[str] = []      # mpirun's own first lines, for their cause
+        self.mpirun_words: set[str] = set()    # the words of those (host names among them)
         self.buffers = {"stdout": b"", "stderr": b""}
         self.signals: list[int] = []
         self.kind: str | None = None          # why the job is being stopped
@@ -245,6 +252,10 @@ class _Watch:
             self.console.plain(stream, text)
             if text.strip(" -"):
                 self.mpirun_tail.append(text)
+                if len(self.mpirun_first) < MPIRUN_LINES_KEPT:
+                    self.mpirun_first.append(text)
+                    self.mpirun_words.update(word.strip(".,:;()[]'\"")
+                                             for word in text.split())
             return
         rank, body = int(match["rank"]), match["text"]
         stream = match.groupdict().get("stream") or stream
@@ -298,11 +309,16 @@ class _Watch:
             kill_session(self.proc.pid)
 
     def _hosts(self, ranks) -> str:
-        """``host a`` or ``hosts a, b``: where ``ranks`` said they run, else were planned."""
+        """``host a`` or ``hosts a, b``: where ``ranks`` said they run, else were planned;
+        ``a (b)`` where a rank's own name ``a`` differs from its planned host ``b`` (a
+        container's id and the name it was reached by)."""
         names = []
         for rank in ranks:
             state = self.ranks.get(rank)
-            host = state.host if state and state.host else self.job.hosts[rank]
+            planned = self.job.hosts[rank] if rank < len(self.job.hosts) else None
+            host = state.host if state and state.host else planned
+            if planned and host != planned:
+                host = f"{host} ({planned})"
             if host not in names:
                 names.append(host)
         return f"host{_s(names)} {_list(names)}"
@@ -319,6 +335,21 @@ class _Watch:
         return Outcome(state.exit_code, "rank",
                        f"rank {first} on {self._hosts([first])} {self._how(first)}"
                        f"{also}; stopped the other ranks{tail}")
+
+    def _vanished(self, ranks: list[int]) -> Outcome:
+        """Ranks that never said how they ended: their host, container or daemon went away.
+
+        Open MPI 5's mpirun may then exit 0; naming the ranks whose host mpirun's messages
+        name (``Connection to X closed``, ``... on node X``), or every such rank, and
+        mpirun's first words, makes it a failure with a cause."""
+        named = [r for r in ranks if {self.ranks[r].host, self.job.hosts[r] if r < len(
+            self.job.hosts) else None} & self.mpirun_words]
+        ranks = named or ranks
+        why = self.mpirun_first[0].strip() if self.mpirun_first else ""
+        return Outcome(VANISHED_EXIT_CODE, "vanished",
+                       f"rank{_s(ranks)} {_list(ranks)} on {self._hosts(ranks)} ended without "
+                       f"an exit status: the host, its container or its MPI daemon went away"
+                       + (f" (mpirun: {why})" if why else "") + "; every rank was stopped")
 
     def _how(self, rank: int) -> str:
         state = self.ranks[rank]
@@ -348,6 +379,9 @@ class _Watch:
                            f"every rank")
         if self.kind == "rank":
             return self._rank_failure()
+        vanished = [r for r in sorted(self.started) if self.ranks[r].exit_code is None]
+        if vanished:
+            return self._vanished(vanished)
         if code != 0:
             tail = "\n".join(f"    {line}" for line in self.mpirun_tail)
             return Outcome(code if code > 0 else 128 - code, "mpirun",
