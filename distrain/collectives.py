@@ -19,7 +19,7 @@ import numpy as np
 from distrain import failfast
 from distrain.backends import Backend, create_backend
 from distrain.ops import Average, Compression, Compressor, ReduceOp, Sum, parse_op
-from distrain.tensors import (Kind, from_numpy, graph_collective, is_indexed_slices,
+from distrain.engine.tensors import (Kind, from_numpy, graph_collective, is_indexed_slices,
                               is_symbolic, kind_of, to_numpy)
 
 __all__ = ["NotInitializedError", "init", "shutdown", "is_initialized", "backend", "rank",

@@ -1,7 +1,7 @@
 """Fusion planning is pure: the same shapes give the same messages on every rank."""
 import numpy as np
 
-from distrain.fusion import Bucket, Direct, chunks, plan_fusion
+from distrain.engine.fusion import Bucket, Direct, chunks, plan_fusion
 
 
 def test_small_tensors_share_a_bucket_and_large_ones_go_direct():

@@ -8,8 +8,8 @@ import numpy as np
 
 from distrain.backends.base import Backend
 from distrain.environment import World
-from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
-from distrain.reduction import FusedEngine
+from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
+from distrain.engine.fused import FusedEngine
 
 __all__ = ["LocalBackend", "SelfTransport"]
 

@@ -15,12 +15,12 @@ import numpy as np
 
 from distrain import environment as env
 from distrain.backends.base import Backend, CollectiveMismatchError
-from distrain.buffers import bfloat16
+from distrain.engine.buffers import bfloat16
 from distrain.environment import World, WorldError
-from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
+from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 from distrain.ops import ReduceOp
-from distrain.reduction import FusedEngine
-from distrain.stall import StallInspector
+from distrain.engine.fused import FusedEngine
+from distrain.backends.stall import StallInspector
 
 __all__ = ["MPIBackend", "import_mpi", "allreduce_signature", "signature_hash"]
 

@@ -30,7 +30,7 @@ from distrain.costmodel.host import host_allreduce
 from distrain.errors import UsageError
 from distrain.files import write_atomically
 from distrain.costmodel.ring import CommModel, fit_alpha_beta, ring_time
-from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
+from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 
 __all__ = ["calibrate", "cache_path", "load_or_calibrate", "VERSION"]
 

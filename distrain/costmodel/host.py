@@ -15,8 +15,8 @@ from __future__ import annotations
 from distrain.backends.local import SelfTransport
 from distrain.backends.mpi import allreduce_signature, signature_hash
 from distrain.ops import ReduceOp
-from distrain.reduction import FusedEngine
-from distrain.tensors import Kind, from_numpy, to_numpy
+from distrain.engine.fused import FusedEngine
+from distrain.engine.tensors import Kind, from_numpy, to_numpy
 
 __all__ = ["host_allreduce"]
 

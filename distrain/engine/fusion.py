@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from distrain.buffers import wire_dtype_for
+from distrain.engine.buffers import wire_dtype_for
 
 __all__ = ["Direct", "Bucket", "plan_fusion", "chunks", "DEFAULT_FUSION_THRESHOLD",
            "DEFAULT_CHUNK_BYTES"]

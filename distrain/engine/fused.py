@@ -13,8 +13,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from distrain.buffers import ALIGNMENT, FLOAT_DTYPES, aligned_empty
-from distrain.fusion import Bucket, Direct, chunks, plan_fusion
+from distrain.engine.buffers import ALIGNMENT, FLOAT_DTYPES, aligned_empty
+from distrain.engine.fusion import Bucket, Direct, chunks, plan_fusion
 from distrain.ops import ReduceOp
 
 __all__ = ["Transport", "FusedEngine"]
