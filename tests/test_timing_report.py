@@ -95,7 +95,7 @@ def test_phases_outside_PHASES_are_left_out_of_the_spans(local):
 
 
 class ThreadWorld:
-    """Ranks as threads: gather_objects puts each rank's object in its slot and waits."""
+    """Ranks as threads: allgather_object puts each rank's object in its slot and waits."""
 
     def __init__(self, size: int):
         self.slots = [None] * size
@@ -105,7 +105,7 @@ class ThreadWorld:
         world = self
 
         class Comm:
-            def gather_objects(self, obj):
+            def allgather_object(self, obj):
                 world.slots[rank] = obj
                 world.barrier.wait()
                 return list(world.slots)

@@ -48,7 +48,7 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict]:
     timed = result.timer.steps[args.warmup:]
     mine = {name: statistics.median(r.seconds(name) for r in timed) for name in PHASES}
     mine["total"] = statistics.median(r.total for r in timed)
-    everyone = distrain.collectives.backend().gather_objects(mine)
+    everyone = distrain.allgather_object(mine)
     measured = {k: statistics.median(m[k] for m in everyone) for k in mine}
     predicted = dict(result.prediction.phases, total=result.prediction.total)
     return predicted, measured

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     size = distrain.size()
     timed = result.timer.steps[args.warmup:]
     mine = statistics.median(r.total for r in timed)
-    slowest = max(distrain.collectives.backend().gather_objects(mine))
+    slowest = max(distrain.allgather_object(mine))
     phases = {name: statistics.median(r.seconds(name) for r in timed)
               for name in ("data", "compute", "allreduce", "apply")}
     figures = {"model": args.model, "ranks": size, "batch_per_rank": args.batch_size,

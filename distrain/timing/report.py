@@ -108,7 +108,7 @@ def gather_report(timer, rank: int, host: str, warmup: int, global_batch: int,
         global_batch: samples per step across all ranks.
         prediction: the cost model's dict (or an object with ``to_dict()``); only rank
             0's is used.
-        comm: anything with ``gather_objects(obj)``; the running backend when None.
+        comm: anything with ``allgather_object(obj)``; distrain's collectives when None.
         trace_steps: send only the last this many steps' spans (None: all; 0: none).
             The medians always use every step.
 
@@ -127,8 +127,8 @@ def gather_report(timer, rank: int, host: str, warmup: int, global_batch: int,
     kept = records if trace_steps is None else records[max(0, len(records) - trace_steps):]
     offset = time.time() - timer.clock()
     if comm is None:
-        comm = collectives.backend()
-    gathered = comm.gather_objects((summary, offset, _pack(kept)))
+        comm = collectives
+    gathered = comm.allgather_object((summary, offset, _pack(kept)))
     order = [s.rank for s, _, _ in gathered]
     if order != list(range(len(gathered))):
         raise ValueError(f"gather_report: ranks passed rank={order} in communicator order; "
