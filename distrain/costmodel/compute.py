@@ -193,7 +193,7 @@ def time_in_turn(turns: list[dict], rounds: int, warmup: int = 2) -> dict:
     Args:
         turns: dicts of name -> zero-argument callable, in step order, which take turns
             round by round (each gets ``rounds`` rounds), so that terms of one round can
-            be replaced by others in the same places (:func:`twin_rounds`).
+            be replaced by others in the same places (:func:`pair_rounds`).
         rounds: timed rounds (of each dict).
         warmup: untimed rounds first (of each dict; tracing, allocation).
 
