@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 # --- distrain's own settings -------------------------------------------------------------
-BACKEND = "DISTRAIN_BACKEND"                      # mpi | horovod | local
+BACKEND = "DISTRAIN_BACKEND"                      # one of BACKENDS, or auto
+BACKENDS = ("mpi", "horovod", "local")            # the backends init() and --backend take
 FUSION_THRESHOLD = "DISTRAIN_FUSION_THRESHOLD"    # bytes per fusion bucket
 CHUNK_BYTES = "DISTRAIN_CHUNK_BYTES"              # largest single MPI message
 CHECK_SIGNATURES = "DISTRAIN_CHECK_SIGNATURES"    # 0 turns the cross-rank shape check off

@@ -17,7 +17,7 @@ from distrain.environment import World, WorldError
 __all__ = ["Backend", "CollectiveMismatchError", "check_root", "create_backend",
            "host_share_backend", "BACKENDS"]
 
-BACKENDS = ("mpi", "horovod", "local")
+BACKENDS = env.BACKENDS
 
 
 def create_backend(name: str | None = None, world: World | None = None) -> Backend:

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from distrain import environment as env
+from distrain.ops import COMPRESSIONS
 from distrain.tfimport import import_tensorflow
 
 __all__ = ["main", "bus_bandwidth"]
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--iters", type=int, default=20, help="timed repetitions (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed repetitions (default 3)")
-    p.add_argument("--compression", default="none", choices=("none", "fp16", "bf16"))
+    p.add_argument("--compression", default="none", choices=COMPRESSIONS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
