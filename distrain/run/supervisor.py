@@ -29,6 +29,7 @@ import subprocess
 import time
 
 from distrain.errors import UsageError
+from distrain.run.outcome import TIMEOUT_EXIT_CODE, Outcome, describe
 from distrain.run.output import Console, RankFiles
 from distrain.run.rank import die_with_parent, exit_watch, parse_record
 from distrain.run.vendors import Vendor
@@ -37,7 +38,6 @@ __all__ = ["Job", "Outcome", "supervise", "session_pids", "kill_session", "TIMEO
 
 STOP_GRACE = 2.0
 KILL_GRACE = 4.0
-TIMEOUT_EXIT_CODE = 124
 STDERR_LINES = 8
 
 
@@ -62,22 +62,6 @@ class Job:
     hosts: tuple[str, ...]
     start_timeout: float
     heartbeat_timeout: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """How a job ended.
-
-    Attributes:
-        code: distrain-run's exit code for it.
-        kind: ``ok``, ``rank`` (a rank failed), ``interrupted``, ``start-timeout``, ``lost``
-            or ``mpirun`` (mpirun failed and no rank said why).
-        message: one paragraph for the user; empty when ``ok``.
-    """
-
-    code: int
-    kind: str
-    message: str = ""
 
 
 @dataclasses.dataclass
@@ -134,102 +118,28 @@ def _reap_session(sid: int, grace: float = 2.0) -> None:
     kill_session(sid, signal.SIGKILL)
 
 
-class _Watch:
-    def __init__(self, job: Job, console: Console, files: RankFiles | None):
-        self.job, self.console, self.files = job, console, files
+class _Output:
+    """Reads mpirun's output: cuts each stream into lines, tells a rank's lines (by the
+    vendor's tag) from mpirun's own, shows them, and keeps what the messages need: each
+    rank's host, last sign of life, exit and stderr tail, and mpirun's last lines.
+
+    Args:
+        job: the job whose output it reads.
+        console: where lines are shown.
+        files: per-rank log files, or None.
+        on_failure: called with a rank whose program failed on its own.
+    """
+
+    def __init__(self, job: Job, console: Console, files: RankFiles | None, on_failure):
+        self.console, self.files, self.on_failure = console, files, on_failure
         self.tag = job.vendor.tag_regex()
         self.ranks: dict[int, _Rank] = {}
         self.started: set[int] = set()
         self.mpirun_tail: collections.deque = collections.deque(maxlen=STDERR_LINES)
         self.buffers = {"stdout": b"", "stderr": b""}
-        self.signals: list[int] = []
-        self.kind: str | None = None          # why the job is being stopped
-        self.failed: list[int] = []            # ranks that failed on their own
-        self.lost: list[int] = []
-        self.term_due: float | None = None
-        self.term_sent: float | None = None
-        self.proc: subprocess.Popen | None = None
 
-    def run(self) -> Outcome:
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        restore = self._catch_signals(wake_w)
-        try:
-            try:
-                self.proc = subprocess.Popen(
-                    self.job.argv, env=self.job.env, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
-            except OSError as exc:
-                raise UsageError(f"cannot start {self.job.argv[0]}: {exc.strerror}") from None
-            self.start = time.monotonic()
-            self._loop(wake_r)
-            self.proc.wait()
-        finally:
-            restore()
-            os.close(wake_r)
-            os.close(wake_w)
-            if self.proc is not None:
-                for pipe in (self.proc.stdout, self.proc.stderr):
-                    pipe.close()
-                _reap_session(self.proc.pid)
-            self.console.close()
-        return self._outcome()
-
-    def _catch_signals(self, wake_w: int):
-        def on_signal(signum, frame):
-            self.signals.append(signum)
-
-        try:
-            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-            old_fd = signal.set_wakeup_fd(wake_w)
-        except ValueError:                    # not the main thread: no signal handling
-            return lambda: None
-
-        def restore():
-            signal.set_wakeup_fd(old_fd)
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-        return restore
-
-    def _loop(self, wake_r: int) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ, "stdout")
-        selector.register(self.proc.stderr, selectors.EVENT_READ, "stderr")
-        selector.register(wake_r, selectors.EVENT_READ, None)
-        exit_fd = exit_watch(self.proc.pid)
-        if exit_fd is not None:
-            selector.register(exit_fd, selectors.EVENT_READ, "exit")
-        streams, ended = 2, None
-        while True:
-            for key, _ in selector.select(0.25):
-                if key.data == "exit":        # mpirun ended: reaped below
-                    selector.unregister(exit_fd)
-                    os.close(exit_fd)
-                    exit_fd = None
-                    continue
-                if key.data is None:          # a signal arrived: handled in _check
-                    try:
-                        os.read(wake_r, 512)
-                    except BlockingIOError:
-                        pass
-                    continue
-                data = os.read(key.fd, 65536)
-                if not data:
-                    selector.unregister(key.fileobj)
-                    streams -= 1
-                self._feed(key.data, data)
-            now = time.monotonic()
-            self._check(now)
-            if self.proc.poll() is not None:
-                ended = ended or now
-                if streams == 0 or now - ended > 1.0:
-                    break
-        selector.close()
-        if exit_fd is not None:
-            os.close(exit_fd)
-
-    def _feed(self, stream: str, data: bytes) -> None:
+    def feed(self, stream: str, data: bytes) -> None:
+        """Takes bytes read from ``stream``; ``b""`` means the stream ended."""
         buffer = self.buffers[stream] + data
         if not data and buffer:
             buffer += b"\n"
@@ -270,98 +180,151 @@ class _Watch:
             state.signal = int(fields.get("signal", "0"))
             state.ended = float(fields.get("time", "0") or 0)
             if state.exit_code and fields.get("stopped") != "1":
-                self.failed.append(rank)
-                if self.kind is None:
-                    self.kind, self.term_due = "rank", time.monotonic() + STOP_GRACE
+                self.on_failure(rank)
 
-    def _check(self, now: float) -> None:
+
+class _Stopper:
+    """Decides when the job must stop, and stops it: a rank failed (after
+    :data:`STOP_GRACE`), a signal arrived (at once; a second kills), a rank did not start
+    in time or fell silent. Stopping is SIGTERM to mpirun, then SIGKILL to the session
+    :data:`KILL_GRACE` seconds later.
+
+    Args:
+        job: the job's timeouts and size.
+        start: when mpirun started (``time.monotonic``).
+    """
+
+    def __init__(self, job: Job, start: float):
+        self.job, self.start = job, start
+        self.signals: list[int] = []
+        self.kind: str | None = None          # why the job is being stopped
+        self.failed: list[int] = []            # ranks that failed on their own
+        self.lost: list[int] = []
+        self.term_due: float | None = None
+        self.term_sent: float | None = None
+
+    def rank_failed(self, rank: int) -> None:
+        """A rank's program failed on its own: the others get :data:`STOP_GRACE` seconds."""
+        self.failed.append(rank)
+        if self.kind is None:
+            self.kind, self.term_due = "rank", time.monotonic() + STOP_GRACE
+
+    def check(self, now: float, output: _Output, proc: subprocess.Popen) -> None:
+        """Decides whether to stop, and sends what is due to ``proc``'s session."""
         if self.signals:
             if self.kind != "interrupted":
                 self.kind, self.term_due = "interrupted", now
             if len(self.signals) > 1:
-                kill_session(self.proc.pid)
+                kill_session(proc.pid)
         if self.kind is None:
-            if len(self.started) < self.job.np and now - self.start > self.job.start_timeout:
+            if len(output.started) < self.job.np and now - self.start > self.job.start_timeout:
                 self.kind, self.term_due = "start-timeout", now
             elif self.job.heartbeat_timeout > 0:
                 self.lost = sorted(
-                    r for r in self.started if self.ranks[r].exit_code is None
-                    and now - self.ranks[r].last_seen > self.job.heartbeat_timeout)
+                    r for r in output.started if output.ranks[r].exit_code is None
+                    and now - output.ranks[r].last_seen > self.job.heartbeat_timeout)
                 if self.lost:
                     self.kind, self.term_due = "lost", now
-        if self.proc.poll() is not None:
+        if proc.poll() is not None:
             return
         if self.term_sent is None and self.term_due is not None and now >= self.term_due:
-            self.proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             self.term_sent = now
         elif self.term_sent is not None and now >= self.term_sent + KILL_GRACE:
-            kill_session(self.proc.pid)
-
-    def _hosts(self, ranks) -> str:
-        """``host a`` or ``hosts a, b``: where ``ranks`` said they run, else were planned."""
-        names = []
-        for rank in ranks:
-            state = self.ranks.get(rank)
-            host = state.host if state and state.host else self.job.hosts[rank]
-            if host not in names:
-                names.append(host)
-        return f"host{_s(names)} {_list(names)}"
-
-    def _rank_failure(self) -> Outcome:
-        """The rank whose program ended first names the failure; later ones are listed."""
-        first, *others = sorted(self.failed, key=lambda r: (self.ranks[r].ended, r))
-        state = self.ranks[first]
-        tail = ("; the last lines of its stderr:\n" + "\n".join(
-            f"    {line}" for line in state.stderr)) if state.stderr else (
-            "; it wrote nothing to stderr")
-        also = "".join(f"; then rank {r} on {self._hosts([r])} {self._how(r)}"
-                       for r in others)
-        return Outcome(state.exit_code, "rank",
-                       f"rank {first} on {self._hosts([first])} {self._how(first)}"
-                       f"{also}; stopped the other ranks{tail}")
-
-    def _how(self, rank: int) -> str:
-        state = self.ranks[rank]
-        if state.signal:
-            return f"was killed by {signal.Signals(state.signal).name}"
-        return f"exited with code {state.exit_code}"
-
-    def _outcome(self) -> Outcome:
-        code = self.proc.returncode if self.proc is not None else 1
-        if self.kind == "interrupted":
-            signum = self.signals[0]
-            return Outcome(128 + signum, "interrupted",
-                           f"stopped by {signal.Signals(signum).name}: every rank was stopped")
-        if self.kind == "start-timeout":
-            missing = [r for r in range(self.job.np) if r not in self.started]
-            return Outcome(TIMEOUT_EXIT_CODE, "start-timeout",
-                           f"rank{_s(missing)} {_list(missing)} did not start within "
-                           f"{self.job.start_timeout:g} s (--start-timeout) on "
-                           f"{self._hosts(missing)}: check that each can be reached (ssh) and "
-                           f"has Python and distrain at the same paths")
-        if self.kind == "lost":
-            return Outcome(TIMEOUT_EXIT_CODE, "lost",
-                           f"lost contact with rank{_s(self.lost)} {_list(self.lost)} on "
-                           f"{self._hosts(self.lost)}: no output or heartbeat "
-                           f"for {self.job.heartbeat_timeout:g} s (--heartbeat-timeout); the "
-                           f"host is down, its network cut, or its MPI daemon died. Stopped "
-                           f"every rank")
-        if self.kind == "rank":
-            return self._rank_failure()
-        if code != 0:
-            tail = "\n".join(f"    {line}" for line in self.mpirun_tail)
-            return Outcome(code if code > 0 else 128 - code, "mpirun",
-                           f"mpirun exited with code {code} and no rank reported a failure"
-                           + (f"; its last messages:\n{tail}" if tail else ""))
-        return Outcome(0, "ok")
+            kill_session(proc.pid)
 
 
-def _s(items) -> str:
-    return "s" if len(items) > 1 else ""
+class _Watch:
+    """Runs mpirun and its select loop: bytes go to :class:`_Output`, time and signals to
+    :class:`_Stopper`, and the end to :func:`~distrain.run.outcome.describe`."""
 
+    def __init__(self, job: Job, console: Console, files: RankFiles | None):
+        self.job, self.console = job, console
+        self.stopper = _Stopper(job, time.monotonic())
+        self.output = _Output(job, console, files, self.stopper.rank_failed)
+        self.proc: subprocess.Popen | None = None
 
-def _list(items) -> str:
-    return ", ".join(map(str, items))
+    def run(self) -> Outcome:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        restore = self._catch_signals(wake_w)
+        try:
+            try:
+                self.proc = subprocess.Popen(
+                    self.job.argv, env=self.job.env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
+            except OSError as exc:
+                raise UsageError(f"cannot start {self.job.argv[0]}: {exc.strerror}") from None
+            self.stopper.start = time.monotonic()
+            self._loop(wake_r)
+            self.proc.wait()
+        finally:
+            restore()
+            os.close(wake_r)
+            os.close(wake_w)
+            if self.proc is not None:
+                for pipe in (self.proc.stdout, self.proc.stderr):
+                    pipe.close()
+                _reap_session(self.proc.pid)
+            self.console.close()
+        stopper, output = self.stopper, self.output
+        return describe(self.job, stopper.kind, self.proc.returncode, output.ranks,
+                        output.started, stopper.failed, stopper.lost, stopper.signals,
+                        list(output.mpirun_tail))
+
+    def _catch_signals(self, wake_w: int):
+        def on_signal(signum, frame):
+            self.stopper.signals.append(signum)
+
+        try:
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            old_fd = signal.set_wakeup_fd(wake_w)
+        except ValueError:                    # not the main thread: no signal handling
+            return lambda: None
+
+        def restore():
+            signal.set_wakeup_fd(old_fd)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return restore
+
+    def _loop(self, wake_r: int) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(self.proc.stderr, selectors.EVENT_READ, "stderr")
+        selector.register(wake_r, selectors.EVENT_READ, None)
+        exit_fd = exit_watch(self.proc.pid)
+        if exit_fd is not None:
+            selector.register(exit_fd, selectors.EVENT_READ, "exit")
+        streams, ended = 2, None
+        while True:
+            for key, _ in selector.select(0.25):
+                if key.data == "exit":        # mpirun ended: reaped below
+                    selector.unregister(exit_fd)
+                    os.close(exit_fd)
+                    exit_fd = None
+                    continue
+                if key.data is None:          # a signal arrived: handled by the stopper
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+                    continue
+                data = os.read(key.fd, 65536)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    streams -= 1
+                self.output.feed(key.data, data)
+            now = time.monotonic()
+            self.stopper.check(now, self.output, self.proc)
+            if self.proc.poll() is not None:
+                ended = ended or now
+                if streams == 0 or now - ended > 1.0:
+                    break
+        selector.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
 
 
 def supervise(job: Job, console: Console, files: RankFiles | None = None) -> Outcome:
