@@ -57,18 +57,6 @@ class Prediction:
         """The predicted step time: the sum of the phases."""
         return sum(self.phases.values())
 
-    def to_dict(self) -> dict:
-        """The form the timing report and its JSON file take."""
-        comm = self.comm
-        return {"phases": dict(self.phases), "total": self.total,
-                "submodels": [{"name": n, "seconds": s} for n, s in self.submodels],
-                "call_overhead": self.call_overhead,
-                "allreduce_host": self.host, "wait": self.wait,
-                "alpha": comm.alpha, "beta": comm.beta, "gamma": comm.gamma,
-                "fusion_threshold": comm.fusion_threshold,
-                "recommended_fusion_threshold": comm.recommended_fusion_threshold(),
-                "whatif": list(self.whatif)}
-
 
 def expected_wait(rounds, size: int) -> float:
     """The expected wait of a typical rank for the slowest of ``size`` ranks.

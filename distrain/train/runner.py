@@ -226,7 +226,7 @@ def _report(config, timer, prediction, size, printer, final: bool) -> None:
     trace = final and config.timeline is not None
     report = gather_report(timer, distrain.rank(), socket.gethostname(), config.timing_warmup,
                            config.global_batch_size(size),
-                           prediction.to_dict() if prediction else None,
+                           prediction,
                            trace_steps=None if trace else 0)
     if report is None:
         return
