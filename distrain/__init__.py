@@ -17,7 +17,8 @@ _EXPORTS = {
     "distrain.collectives": (
         "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
         "cross_rank", "cross_size", "allreduce", "grouped_allreduce", "broadcast",
-        "broadcast_variables", "allgather", "barrier", "NotInitializedError"),
+        "broadcast_variables", "allgather", "allgather_object", "barrier",
+        "NotInitializedError"),
     "distrain.ops": ("Average", "Sum", "Min", "Max", "ReduceOp", "Compression"),
     "distrain.backends.base": ("CollectiveMismatchError",),
     "distrain.environment": ("WorldError",),

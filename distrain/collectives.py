@@ -17,14 +17,15 @@ from typing import Sequence
 import numpy as np
 
 from distrain import failfast
-from distrain.backends import Backend, create_backend
+from distrain.backends import Backend, check_root, create_backend
 from distrain.ops import Average, Compression, Compressor, ReduceOp, Sum, parse_op
-from distrain.tensors import (Kind, from_numpy, graph_collective, is_indexed_slices,
-                              is_symbolic, kind_of, to_numpy)
+from distrain.engine.tensors import (Kind, from_numpy, graph_collective, is_indexed_slices,
+                                     is_symbolic, kind_of, to_numpy)
 
 __all__ = ["NotInitializedError", "init", "shutdown", "is_initialized", "backend", "rank",
            "size", "local_rank", "local_size", "cross_rank", "cross_size", "allreduce",
-           "grouped_allreduce", "broadcast", "broadcast_variables", "allgather", "barrier"]
+           "grouped_allreduce", "broadcast", "broadcast_variables", "allgather", "allgather_object",
+           "barrier", "backend_name", "fusion_threshold", "chunk_bytes", "message_allreduce"]
 
 
 class NotInitializedError(ValueError):
@@ -67,7 +68,8 @@ def is_initialized() -> bool:
 
 
 def backend() -> Backend:
-    """The running backend.
+    """The running backend, for the collective layer; the layers above use this module's
+    functions instead.
 
     Raises:
         NotInitializedError: before :func:`init`.
@@ -166,9 +168,9 @@ def grouped_allreduce(tensors: Sequence, average=None, op=None,
         NotInitializedError: before :func:`init`.
         ValueError: unknown op; ranks disagree on shapes or dtypes.
     """
-    engine = backend()
+    active = backend()
     reduce_op = _resolve_op(op, average)
-    wire = _compressor(compression).wire_dtype
+    wire_dtype = _compressor(compression).wire_dtype
     label = name or f"grouped_allreduce of {len(tensors)} tensor(s)"
     tensors = list(tensors)
     results: list = [None] * len(tensors)
@@ -179,13 +181,13 @@ def grouped_allreduce(tensors: Sequence, average=None, op=None,
     values = [_prescaled(tensors[i], prescale_factor) for i in dense]
 
     def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        outs = engine.allreduce(arrays, reduce_op, wire, label)
+        outs = active.allreduce(arrays, reduce_op, wire_dtype, label)
         if postscale_factor != 1.0:
             outs = [_scaled(o, postscale_factor) for o in outs]
         return outs
 
-    if _native(engine, values):
-        outs = engine.allreduce_tensors(values, reduce_op, wire, label)
+    if _native(active, values):
+        outs = active.allreduce_tensors(values, reduce_op, wire_dtype, label)
         if postscale_factor != 1.0:
             outs = [_tf_scaled(o, postscale_factor) for o in outs]
         outs = _native_results(outs, values)
@@ -199,9 +201,9 @@ def grouped_allreduce(tensors: Sequence, average=None, op=None,
     return results
 
 
-def _native(engine, values) -> bool:
+def _native(active: Backend, values) -> bool:
     """True when the backend takes TensorFlow values itself (Horovod's ops)."""
-    return getattr(engine, "native_tensorflow", False) and any(
+    return active.native_tensorflow and any(
         kind_of(v) == Kind.TENSOR for v in values)
 
 
@@ -257,17 +259,14 @@ def broadcast(tensor, root_rank: int = 0, name=None):
 
 
 def _broadcast_list(tensors: Sequence, root_rank: int, label: str) -> list:
-    engine = backend()
-    if not isinstance(root_rank, (int, np.integer)) or not 0 <= root_rank < engine.world.size:
-        raise ValueError(f"root_rank {root_rank!r} is out of range for a world of "
-                         f"{engine.world.size} ranks")
+    active = backend()
+    root = check_root(root_rank, active.world.size)
 
     def run(arrays):
-        return engine.broadcast(arrays, int(root_rank), label)
+        return active.broadcast(arrays, root, label)
 
-    if _native(engine, tensors):
-        return _native_results(engine.broadcast_tensors(tensors, int(root_rank), label),
-                               tensors)
+    if _native(active, tensors):
+        return _native_results(active.broadcast_tensors(tensors, root, label), tensors)
     if is_symbolic(tensors):
         return graph_collective(run, tensors, [t.shape for t in tensors])
     kinds = [kind_of(t) for t in tensors]
@@ -313,15 +312,15 @@ def allgather(tensor, name=None):
     Raises:
         ValueError: ranks disagree on dtype or on the dimensions after the first.
     """
-    engine = backend()
+    active = backend()
     label = name or "allgather"
 
     def run(arrays):
         array = arrays[0]
-        return [engine.allgather(array.reshape(1) if array.ndim == 0 else array, label)]
+        return [active.allgather(array.reshape(1) if array.ndim == 0 else array, label)]
 
-    if _native(engine, [tensor]):
-        return _native_results([engine.allgather_tensor(tensor, label)], [tensor])[0]
+    if _native(active, [tensor]):
+        return _native_results([active.allgather_tensor(tensor, label)], [tensor])[0]
     if is_symbolic([tensor]):
         shape = tensor.shape
         static = [None] + (list(shape[1:]) if shape.rank else [])
@@ -329,6 +328,57 @@ def allgather(tensor, name=None):
     return from_numpy(run([to_numpy(tensor)])[0], kind_of(tensor))
 
 
+def allgather_object(obj, name=None) -> list:
+    """Every rank's ``obj``, in rank order, as Horovod's ``allgather_object``.
+
+    For small control data (pickled): a few numbers, a digest, a summary.
+
+    Args:
+        obj: any picklable object.
+        name: accepted for Horovod's signature; distrain's messages call it
+            ``allgather_object``.
+
+    Returns:
+        A list of ``size()`` objects, rank 0's first.
+
+    Raises:
+        NotInitializedError: before :func:`init`.
+
+    Example:
+        >>> hvd.allgather_object(hvd.rank())    # doctest: +SKIP
+        [0, 1]                                   # on 2 ranks
+    """
+    return backend().allgather_object(obj)
+
+
 def barrier() -> None:
     """Returns once every rank has called it."""
     backend().barrier()
+
+
+def backend_name() -> str:
+    """The running backend's name: ``mpi``, ``horovod`` or ``local``."""
+    return backend().name
+
+
+def fusion_threshold() -> int:
+    """The most bytes one fusion bucket of the running backend holds."""
+    return backend().fusion_threshold
+
+
+def chunk_bytes() -> int:
+    """The most bytes one message of the running backend carries."""
+    return backend().chunk_bytes
+
+
+def message_allreduce(send: np.ndarray, recv: np.ndarray) -> None:
+    """Sums a float32 buffer across ranks as one message, without negotiation or fusion.
+
+    What the cost model calibrates its per-message constants on; every rank must call it
+    with the same size, at most :func:`chunk_bytes`.
+
+    Args:
+        send: this rank's values.
+        recv: where the sum goes, the same shape.
+    """
+    backend().message_allreduce(send, recv)

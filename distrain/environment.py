@@ -32,13 +32,13 @@ __all__ = [
 ]
 
 # --- distrain's own settings -------------------------------------------------------------
-BACKEND = "DISTRAIN_BACKEND"                      # mpi | horovod | local
+BACKEND = "DISTRAIN_BACKEND"                      # one of BACKENDS, or auto
+BACKENDS = ("mpi", "horovod", "local")            # the backends init() and --backend take
 FUSION_THRESHOLD = "DISTRAIN_FUSION_THRESHOLD"    # bytes per fusion bucket
 CHUNK_BYTES = "DISTRAIN_CHUNK_BYTES"              # largest single MPI message
 CHECK_SIGNATURES = "DISTRAIN_CHECK_SIGNATURES"    # 0 turns the cross-rank shape check off
 STALL_WARNING_SECONDS = "DISTRAIN_STALL_WARNING_SECONDS"
 STALL_SHUTDOWN_SECONDS = "DISTRAIN_STALL_SHUTDOWN_SECONDS"
-THREADS = "DISTRAIN_THREADS"                      # TF intra-op threads per rank
 CACHE_DIR = "DISTRAIN_CACHE_DIR"                  # cost-model calibration cache
 RESTART_COUNT = "DISTRAIN_RESTART_COUNT"          # set by distrain-run on a relaunch
 LAUNCHER = "DISTRAIN_LAUNCHER"                    # set by distrain-run: "distrain-run"
@@ -62,9 +62,6 @@ OMPI_RANK = "OMPI_COMM_WORLD_RANK"
 OMPI_SIZE = "OMPI_COMM_WORLD_SIZE"
 OMPI_LOCAL_RANK = "OMPI_COMM_WORLD_LOCAL_RANK"
 OMPI_LOCAL_SIZE = "OMPI_COMM_WORLD_LOCAL_SIZE"
-OMPI_ALLOW_RUN_AS_ROOT = "OMPI_ALLOW_RUN_AS_ROOT"
-OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"
-OMPI_MCA_PREFIX = "OMPI_MCA_"
 
 # --- MPICH / Hydra / Intel MPI --------------------------------------------------------------
 PMI_RANK = "PMI_RANK"
@@ -79,17 +76,12 @@ SLURM_LOCALID = "SLURM_LOCALID"
 SLURM_NODEID = "SLURM_NODEID"
 SLURM_NNODES = "SLURM_NNODES"
 SLURM_TASKS_PER_NODE = "SLURM_TASKS_PER_NODE"
-SLURM_JOB_ID = "SLURM_JOB_ID"
 
 # --- threading and TensorFlow ---------------------------------------------------------------
 OMP_NUM_THREADS = "OMP_NUM_THREADS"
 TF_NUM_INTRAOP_THREADS = "TF_NUM_INTRAOP_THREADS"
 TF_NUM_INTEROP_THREADS = "TF_NUM_INTEROP_THREADS"
 TF_CPP_MIN_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
-CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
-
-# Variables a rank needs to see from its launcher, forwarded by distrain-run's ``-x``.
-FORWARDED_PREFIXES = ("DISTRAIN_", "HOROVOD_", "TF_", "OMP_", "PYTHON", "CUDA_", "LD_", "PATH")
 
 
 class WorldError(RuntimeError):

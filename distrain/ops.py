@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 
 __all__ = ["ReduceOp", "Average", "Sum", "Min", "Max", "Compressor", "Compression",
-           "parse_op"]
+           "COMPRESSIONS", "parse_op"]
+
+COMPRESSIONS = ("none", "fp16", "bf16")  # the names Compression.by_name takes
 
 
 class ReduceOp(enum.Enum):
@@ -95,7 +97,8 @@ class Compression:
         Raises:
             ValueError: the name is unknown.
         """
-        found = {"none": cls.none, "fp16": cls.fp16, "bf16": cls.bf16}.get(str(name).lower())
-        if found is None:
-            raise ValueError(f"unknown compression {name!r}; use none, fp16 or bf16")
-        return found
+        key = str(name).lower()
+        if key not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {name!r}; use "
+                             f"{', '.join(COMPRESSIONS[:-1])} or {COMPRESSIONS[-1]}")
+        return getattr(cls, key)

@@ -3,7 +3,7 @@ import os
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROGRAM = os.path.join(HERE, "run_programs", "rank_program.py")
+PROGRAM = os.path.join(HERE, "launcher_ranks", "rank_program.py")
 
 
 def alive(pid: int) -> bool:

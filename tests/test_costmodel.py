@@ -116,8 +116,8 @@ def test_total_and_combine_take_medians():
     assert a.total == 10
     merged = costmodel.combine([a, b, c])
     assert merged.phases == {"data": 2, "compute": 2, "allreduce": 2, "apply": 2}
-    assert merged.to_dict()["total"] == 8
-    assert [r["ranks"] for r in merged.to_dict()["whatif"]] == list(costmodel.WHATIF_SIZES)
+    assert merged.total == 8
+    assert [r["ranks"] for r in merged.whatif] == list(costmodel.WHATIF_SIZES)
 
 
 def test_time_in_turn_alternates_dicts_round_by_round():

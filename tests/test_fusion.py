@@ -1,7 +1,7 @@
 """Fusion planning is pure: the same shapes give the same messages on every rank."""
 import numpy as np
 
-from distrain.fusion import Bucket, Direct, chunks, plan_fusion
+from distrain.engine.fusion import Bucket, Direct, chunks, plan_fusion
 
 
 def test_small_tensors_share_a_bucket_and_large_ones_go_direct():
@@ -21,7 +21,7 @@ def test_buckets_close_at_the_threshold_and_split_by_dtype():
 
 def test_compression_packs_floats_even_when_large_and_skips_empty():
     plan = plan_fusion([(1 << 20,), (0, 3), (4,)], ["float32", "float32", "int32"],
-                       threshold=64 << 20, direct_min_bytes=1024, compression_dtype="float16")
+                       threshold=64 << 20, direct_min_bytes=1024, wire_dtype="float16")
     assert plan == [Bucket(np.dtype("float16"), (0,), (0,), 1 << 20),
                     Bucket(np.dtype("int32"), (2,), (0,), 4)]
 

@@ -1,6 +1,6 @@
 """distrain-run driving the real mpirun: tagging, failures, signals, timeouts, restarts.
 
-Ranks run tests/run_programs/rank_program.py (no TensorFlow, no MPI calls) and write their pid
+Ranks run tests/launcher_ranks/rank_program.py (no TensorFlow, no MPI calls) and write their pid
 to a file, so every test can check that no rank outlives distrain-run.
 """
 import io

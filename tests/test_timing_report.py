@@ -14,8 +14,8 @@ import pytest
 
 import distrain
 from distrain.errors import UsageError
-from distrain.timing import (SCHEMA, StepTimer, build_report, format_report, gather_report,
-                             report_to_json, summarize_rank, write_json)
+from distrain.timing import (SCHEMA, PredictedStep, StepTimer, build_report, format_report,
+                             gather_report, report_to_json, summarize_rank, write_json)
 from distrain.files import write_atomically
 from distrain.timing.timer import PHASES, StepRecord
 from test_timing_summary import MS, PREDICTION, exact, record, steps
@@ -58,7 +58,7 @@ def test_gather_report_on_the_local_backend(local):
     assert (report.world_size, report.warmup, report.global_batch) == (1, 1, 32)
     assert report.ranks[0].host == "node-a" and report.ranks[0].steps == 4
     assert report.aggregate.samples_per_s == exact(32 / (10 * MS))
-    assert report.prediction == PREDICTION
+    assert report.prediction == PredictedStep.from_dict(PREDICTION)
     [spans] = report.spans
     assert [(r.step, r.start, r.end, r.spans) for r in spans] == \
         [(r.step, r.start, r.end, r.spans) for r in records]
@@ -95,7 +95,7 @@ def test_phases_outside_PHASES_are_left_out_of_the_spans(local):
 
 
 class ThreadWorld:
-    """Ranks as threads: gather_objects puts each rank's object in its slot and waits."""
+    """Ranks as threads: allgather_object puts each rank's object in its slot and waits."""
 
     def __init__(self, size: int):
         self.slots = [None] * size
@@ -105,7 +105,7 @@ class ThreadWorld:
         world = self
 
         class Comm:
-            def gather_objects(self, obj):
+            def allgather_object(self, obj):
                 world.slots[rank] = obj
                 world.barrier.wait()
                 return list(world.slots)
@@ -222,12 +222,25 @@ def test_json_holds_predicted_and_measured_per_phase():
     assert type(data["prediction"]["alpha"]) is float
 
 
-def test_a_prediction_object_is_taken_through_its_to_dict():
-    class Prediction:
-        def to_dict(self):
-            return dict(PREDICTION)
-
-    assert two_ranks(Prediction()).prediction == PREDICTION
+def test_a_cost_model_prediction_is_read_through_its_attributes():
+    from distrain.costmodel import CommModel, Prediction
+    comm = CommModel(size=2, alpha=25e-6, beta=0.5e-9, gamma=0.1e-9,
+                     fusion_threshold=64 * 2 ** 20)
+    phases = {"data": 1.1 * MS, "compute": 1.9 * MS, "allreduce": 3.5 * MS, "apply": 4 * MS}
+    prediction = Prediction(phases, [("dense", 1.2 * MS), ("dense_1", 0.6 * MS)], 0.1 * MS,
+                            comm, 32, [(1000,)], ["float32"], host=0.5 * MS, wait=0.2 * MS,
+                            whatif=WHATIF)
+    predicted = two_ranks(prediction).prediction
+    assert predicted == PredictedStep(
+        phases, 10.5 * MS, (("dense", 1.2 * MS), ("dense_1", 0.6 * MS)), 0.1 * MS, 0.5 * MS,
+        0.2 * MS, 25e-6, 0.5e-9, 0.1e-9, 64 * 2 ** 20, comm.recommended_fusion_threshold(),
+        tuple(WHATIF))
+    text = format_report(two_ranks(prediction))
+    assert row(text[text.index("cost model"):], "total") == ["total", "10.500", "11.000",
+                                                             "-4.5%"]
+    assert "alpha 25.00 us, beta 0.5000 ns/byte (2.00 GB/s), gamma 0.1000 ns/byte" in text
+    assert "host share 0.500 + negotiation and messages 2.800 + wait for the slowest rank " \
+           "0.200" in text
 
 
 def test_json_without_a_prediction_and_with_nan():

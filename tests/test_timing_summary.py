@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from distrain.timing.predicted import PredictedStep
 from distrain.timing.summary import aggregate, compare, summarize_rank
 from distrain.timing.timer import PHASES, StepRecord
 
@@ -128,7 +129,7 @@ PREDICTION = {"phases": {"data": 1.1 * MS, "compute": 1.9 * MS, "allreduce": 3.5
 
 
 def test_compare_gives_signed_errors_per_phase_and_total():
-    rows = compare(aggregate(three_ranks(), 96), PREDICTION)
+    rows = compare(aggregate(three_ranks(), 96), PredictedStep.from_dict(PREDICTION))
     assert [r.phase for r in rows] == [*PHASES, "total"]
     by_phase = {r.phase: r for r in rows}
     assert by_phase["data"].error_pct == exact(10.0)          # predicted too much: +
@@ -143,7 +144,7 @@ def test_compare_gives_signed_errors_per_phase_and_total():
 def test_compare_without_a_prediction_or_with_gaps():
     agg = aggregate(three_ranks(), 96)
     assert all(r.predicted is None and r.error_pct is None for r in compare(agg, None))
-    partial = {r.phase: r for r in compare(agg, {"phases": {"compute": 2 * MS},
-                                                 "total": float("nan")})}
+    partial = {r.phase: r for r in compare(agg, PredictedStep({"compute": 2 * MS},
+                                                              float("nan")))}
     assert partial["compute"].error_pct == exact(0.0)
     assert partial["data"].predicted is None and partial["total"].predicted is None

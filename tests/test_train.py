@@ -21,6 +21,32 @@ def final_weights(directory):
         return meta, [data[k] for k in sorted(data.files) if k.startswith("model/")]
 
 
+# The weights the training program starts from: its model built after its seeding, as
+# distrain.train.runner does it on rank 0 (whose weights every rank receives).
+INITIAL_WEIGHTS = """
+import sys
+import numpy as np
+from distrain.train.config import TrainConfig
+from distrain.train.data import load_dataset
+from distrain.train.models import build_model
+from distrain.train.rank_setup import configure_tensorflow, quiet_tensorflow
+config = TrainConfig(model=sys.argv[1])
+quiet_tensorflow()
+configure_tensorflow(1, 0, config.seed)
+data = load_dataset(config.dataset, config.seed, config.synthetic_samples)
+model = build_model(config.model, data.input_shape, data.num_classes)
+np.savez(sys.argv[2], *[np.asarray(v) for v in model.weights])
+"""
+
+
+def initial_weights(model: str, path) -> list:
+    done = subprocess.run([sys.executable, "-c", INITIAL_WEIGHTS, model, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
 @pytest.mark.mpi
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
@@ -42,8 +68,11 @@ def test_n_ranks_reproduce_one_rank(tmp_path, model):
         assert meta["step"] == 8 and meta["global_batch"] == 64
         for a, b in zip(weights1, weights):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    # The runs trained: the weights moved away from a fresh start of the same seed.
-    assert any(np.abs(a).sum() > 0 for a in weights1)
+    # The runs trained: every trainable kernel moved away from where the program started.
+    start = initial_weights(model, tmp_path / "initial.npz")
+    assert [w.shape for w in start] == [w.shape for w in weights1]
+    kernels = [(a, b) for a, b in zip(start, weights1) if a.ndim > 1]
+    assert kernels and all(not np.allclose(a, b) for a, b in kernels)
 
 
 @pytest.mark.mpi
@@ -102,7 +131,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 def test_consistency_check_names_diverged_ranks():
     result = run_mpi(2, TRAIN + ["--model", "models_for_tests:diverging", "--steps-per-epoch",
                                  "6", "--check-consistency", "3", "--no-cost-model"],
-                     timeout=100, PYTHONPATH=os.path.join(ROOT, "tests", "programs") +
+                     timeout=100, PYTHONPATH=os.path.join(ROOT, "tests", "user_programs") +
                      os.pathsep + ROOT)
     assert result.returncode == 1
     lines = [l for l in result.stderr.splitlines() if l.startswith("distrain.train: error")]
@@ -127,7 +156,7 @@ def test_single_rank_smoke_without_a_launcher(tmp_path):
 @pytest.mark.mpi
 @pytest.mark.timeout(150)
 def test_horovod_keras_program_runs_unchanged():
-    result = run_mpi(2, ["tests/programs/horovod_style_keras.py"], timeout=120)
+    result = run_mpi(2, ["tests/user_programs/horovod_style_keras.py"], timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json_rows(result.stdout)
     assert sorted(r["rank"] for r in rows) == [0, 1]
@@ -140,7 +169,7 @@ def test_horovod_keras_program_runs_unchanged():
 @pytest.mark.mpi
 @pytest.mark.timeout(150)
 def test_horovod_tape_program_runs_in_tf_function():
-    result = run_mpi(2, ["tests/programs/horovod_style_tape.py"], timeout=120)
+    result = run_mpi(2, ["tests/user_programs/horovod_style_tape.py"], timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json_rows(result.stdout)
     assert len(rows) == 2 and rows[0]["digest"] == rows[1]["digest"]
@@ -156,7 +185,7 @@ def test_distrain_run_restart_resumes_from_the_checkpoint(tmp_path):
             "20", "--checkpoint-dir", str(ckpt), "--checkpoint-every", "5",
             "--no-cost-model"]
     result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=220,
-                            env=rank_env(2, PYTHONPATH=os.path.join(ROOT, "tests", "programs")
+                            env=rank_env(2, PYTHONPATH=os.path.join(ROOT, "tests", "user_programs")
                                          + os.pathsep + ROOT))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "injected crash" in result.stdout + result.stderr

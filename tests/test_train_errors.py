@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT, rank_env, run_mpi
 from distrain.train.cli import main
 
-PROGRAMS = os.path.join(ROOT, "tests", "programs")
+PROGRAMS = os.path.join(ROOT, "tests", "user_programs")
 
 
 def run_train(args, tmp_path):

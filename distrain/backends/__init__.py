@@ -11,12 +11,13 @@ Automatic choice (overridden by ``DISTRAIN_BACKEND`` or ``init(backend=...)``):
 from __future__ import annotations
 
 from distrain import environment as env
-from distrain.backends.base import Backend, CollectiveMismatchError
+from distrain.backends.base import Backend, CollectiveMismatchError, check_root
 from distrain.environment import World, WorldError
 
-__all__ = ["Backend", "CollectiveMismatchError", "create_backend", "BACKENDS"]
+__all__ = ["Backend", "CollectiveMismatchError", "check_root", "create_backend",
+           "host_share_backend", "BACKENDS"]
 
-BACKENDS = ("mpi", "horovod", "local")
+BACKENDS = env.BACKENDS
 
 
 def create_backend(name: str | None = None, world: World | None = None) -> Backend:
@@ -51,6 +52,29 @@ def create_backend(name: str | None = None, world: World | None = None) -> Backe
         return HorovodBackend(world)
     from distrain.backends.mpi import MPIBackend
     return MPIBackend(world)
+
+
+def host_share_backend(size: int, fusion_threshold: int, chunk_bytes: int) -> Backend:
+    """A backend whose collectives do all of this rank's work and send nothing: for timing
+    the host's share of a collective (the cost model's), with no MPI and no other rank.
+
+    At one rank it is the local backend, whose every call is the whole collective; at more,
+    the MPI backend's own code (signature, fusion plan, packing, scaling) over a
+    negotiation and a transport that move no bytes (:meth:`MPIBackend.without_messages`).
+
+    Args:
+        size: the world size to do the work for (it decides the averaging passes).
+        fusion_threshold: the fusion bucket size.
+        chunk_bytes: the largest message.
+
+    Returns:
+        The backend; it needs no :meth:`Backend.shutdown`.
+    """
+    if size <= 1:
+        from distrain.backends.local import LocalBackend
+        return LocalBackend(None, fusion_threshold, chunk_bytes)
+    from distrain.backends.mpi import MPIBackend
+    return MPIBackend.without_messages(size, fusion_threshold, chunk_bytes)
 
 
 def _choose(world: World) -> str:

@@ -1,35 +1,78 @@
-"""What every backend provides: the world it runs in and numpy-level collectives."""
+"""What every backend provides: the world it runs in, numpy-level collectives, and the few
+facts and calls the layers above may use (through :mod:`distrain.collectives`).
+
+Example:
+    >>> from distrain.backends.local import LocalBackend
+    >>> LocalBackend().allgather_object({"rank": 0})
+    [{'rank': 0}]
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 
+from distrain.engine.fused import FusedEngine
+from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 from distrain.environment import World
 from distrain.ops import ReduceOp
 
-__all__ = ["Backend", "CollectiveMismatchError"]
+__all__ = ["Backend", "EngineBackend", "CollectiveMismatchError", "check_root"]
 
 
 class CollectiveMismatchError(ValueError):
     """Ranks called a collective with different shapes, dtypes, ops or roots."""
 
 
+def check_root(root, size: int) -> int:
+    """The root rank of a broadcast, checked against the world.
+
+    Args:
+        root: the rank the caller named.
+        size: the number of ranks.
+
+    Returns:
+        ``root`` as an int.
+
+    Raises:
+        ValueError: ``root`` is not an integer in ``[0, size)``.
+    """
+    if not isinstance(root, (int, np.integer)) or not 0 <= root < size:
+        raise ValueError(f"root_rank {root!r} is out of range for a world of {size} ranks")
+    return int(root)
+
+
 class Backend:
-    """A collective backend. Arrays in, new arrays out; TensorFlow is the caller's business.
+    """A collective backend. Arrays in, new arrays out; TensorFlow is the caller's business,
+    except on a backend with :attr:`native_tensorflow`, which takes TensorFlow values itself.
 
     Attributes:
         name: ``mpi``, ``horovod`` or ``local``.
         world: rank, size, local and cross placement.
+        native_tensorflow: True when the ``*_tensors`` methods take TensorFlow values
+            directly (Horovod's ops); the numpy-level methods are then conversions of them.
     """
 
     name = "base"
+    native_tensorflow = False
 
     def __init__(self, world: World):
         self.world = world
 
+    @property
+    def fusion_threshold(self) -> int:
+        """The most bytes one fusion bucket holds (distrain's default where the backend
+        does not fuse by distrain's plan)."""
+        return DEFAULT_FUSION_THRESHOLD
+
+    @property
+    def chunk_bytes(self) -> int:
+        """The most bytes one message carries (distrain's default where the backend does not
+        chunk by distrain's plan)."""
+        return DEFAULT_CHUNK_BYTES
+
     def allreduce(self, arrays: Sequence[np.ndarray], op: ReduceOp,
-                  compression_dtype: str | None, label: str) -> list[np.ndarray]:
+                  wire_dtype: str | None, label: str) -> list[np.ndarray]:
         """Reduces each array across ranks; see :meth:`FusedEngine.allreduce`."""
         raise NotImplementedError
 
@@ -41,7 +84,38 @@ class Backend:
         """Concatenates every rank's array along its first dimension."""
         raise NotImplementedError
 
-    def gather_objects(self, obj) -> list:
+    def allreduce_tensors(self, tensors: Sequence, op: ReduceOp, wire_dtype: str | None,
+                          label: str) -> list:
+        """TensorFlow-level grouped allreduce, eager or in a graph (native backends only).
+
+        Raises:
+            NotImplementedError: the backend is not :attr:`native_tensorflow`.
+        """
+        raise NotImplementedError(f"the {self.name} backend takes numpy arrays")
+
+    def broadcast_tensors(self, tensors: Sequence, root: int, label: str) -> list:
+        """TensorFlow-level broadcast from ``root`` (native backends only).
+
+        Raises:
+            NotImplementedError: the backend is not :attr:`native_tensorflow`.
+        """
+        raise NotImplementedError(f"the {self.name} backend takes numpy arrays")
+
+    def allgather_tensor(self, tensor, label: str):
+        """TensorFlow-level allgather along the first dimension (native backends only).
+
+        Raises:
+            NotImplementedError: the backend is not :attr:`native_tensorflow`.
+        """
+        raise NotImplementedError(f"the {self.name} backend takes numpy arrays")
+
+    def message_allreduce(self, send: np.ndarray, recv: np.ndarray) -> None:
+        """Sums ``send`` into ``recv`` as one message, with no negotiation or fusion: what
+        the cost model's calibration times (a float32 buffer of at most :attr:`chunk_bytes`).
+        """
+        raise NotImplementedError
+
+    def allgather_object(self, obj) -> list:
         """Every rank's small picklable ``obj``, in rank order (for control data only)."""
         raise NotImplementedError
 
@@ -55,3 +129,21 @@ class Backend:
 
     def shutdown(self) -> None:
         """Releases the backend's resources."""
+
+
+class EngineBackend(Backend):
+    """A backend that moves its bytes through distrain's :class:`FusedEngine`.
+
+    Attributes:
+        engine: the :class:`~distrain.engine.fused.FusedEngine`, set by the subclass.
+    """
+
+    engine: FusedEngine
+
+    @property
+    def fusion_threshold(self) -> int:
+        return self.engine.fusion_threshold
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self.engine.chunk_bytes

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from distrain.backends.base import Backend, CollectiveMismatchError
+from distrain.backends.base import Backend, CollectiveMismatchError, check_root
 from distrain.environment import World, WorldError
 from distrain.ops import ReduceOp
 
@@ -63,20 +63,20 @@ class HorovodBackend(Backend):
                 raise CollectiveMismatchError(f"{label!r}: {exc.message.strip()}") from None
             raise
 
-    def _wire(self, tensor, compression_dtype=None):
+    def _wire(self, tensor, wire_dtype=None):
         tf = self.tf
-        if compression_dtype and tensor.dtype.is_floating and \
-                tensor.dtype.size > tf.as_dtype(compression_dtype).size:
-            tensor = tf.cast(tensor, compression_dtype)
+        if wire_dtype and tensor.dtype.is_floating and \
+                tensor.dtype.size > tf.as_dtype(wire_dtype).size:
+            tensor = tf.cast(tensor, wire_dtype)
         return tf.cast(tensor, tf.float32) if tensor.dtype == tf.bfloat16 else tensor
 
-    def allreduce_tensors(self, tensors, op, compression_dtype, label):
+    def allreduce_tensors(self, tensors, op, wire_dtype, label):
         """TensorFlow-level grouped allreduce (eager or graph); returns tensors."""
         tf = self.tf
         tensors = [tf.convert_to_tensor(t) for t in tensors]
         if not tensors:
             return []
-        wired = [self._wire(t, compression_dtype) for t in tensors]
+        wired = [self._wire(t, wire_dtype) for t in tensors]
         groups: dict = {}  # Horovod groups one dtype at a time; first-seen order on every rank
         for index, w in enumerate(wired):
             groups.setdefault(w.dtype, []).append(index)
@@ -90,7 +90,7 @@ class HorovodBackend(Backend):
 
     def broadcast_tensors(self, tensors, root, label):
         """TensorFlow-level broadcast of each tensor from ``root``."""
-        self._check_root(root)
+        check_root(root, self.world.size)
         tf = self.tf
         out = []
         with self._mismatch_errors(label):
@@ -108,13 +108,8 @@ class HorovodBackend(Backend):
         with self._mismatch_errors(label):
             return tf.cast(self.hvd.allgather(self._wire(tensor)), tensor.dtype)
 
-    def _check_root(self, root):
-        if not 0 <= root < self.world.size:
-            raise ValueError(f"root rank {root} is out of range for a world of "
-                             f"{self.world.size} ranks")
-
-    def allreduce(self, arrays, op, compression_dtype, label):
-        reduced = self.allreduce_tensors(arrays, op, compression_dtype, label)
+    def allreduce(self, arrays, op, wire_dtype, label):
+        reduced = self.allreduce_tensors(arrays, op, wire_dtype, label)
         return [np.asarray(t.numpy()) for t in reduced]
 
     def broadcast(self, arrays, root, label):
@@ -123,7 +118,11 @@ class HorovodBackend(Backend):
     def allgather(self, array, label):
         return np.asarray(self.allgather_tensor(array, label).numpy())
 
-    def gather_objects(self, obj):
+    def message_allreduce(self, send, recv):
+        """Horovod's whole allreduce call (its negotiation included) is the message."""
+        recv[...] = self.allreduce([send], ReduceOp.SUM, None, "message_allreduce")[0]
+
+    def allgather_object(self, obj):
         return list(self.hvd.allgather_object(obj))
 
     def barrier(self):

@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 
-from distrain.backends.base import Backend
+from distrain.backends.base import EngineBackend
 from distrain.environment import World
-from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
-from distrain.reduction import FusedEngine
+from distrain.ops import ReduceOp
+from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
+from distrain.engine.fused import FusedEngine
 
 __all__ = ["LocalBackend", "SelfTransport"]
 
@@ -30,18 +31,25 @@ class SelfTransport:
         recv[:send.size] = send
 
 
-class LocalBackend(Backend):
-    """Size 1. Compression still casts, so results match what one rank of many would see."""
+class LocalBackend(EngineBackend):
+    """Size 1. Compression still casts, so results match what one rank of many would see.
+
+    Args:
+        world: the launcher's description (rank 0 of 1 when None).
+        fusion_threshold: the fusion bucket size.
+        chunk_bytes: the largest message.
+    """
 
     name = "local"
 
-    def __init__(self, world: World | None = None):
+    def __init__(self, world: World | None = None,
+                 fusion_threshold: int = DEFAULT_FUSION_THRESHOLD,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
         super().__init__(world or World())
-        self.engine = FusedEngine(SelfTransport(), DEFAULT_FUSION_THRESHOLD,
-                                  DEFAULT_CHUNK_BYTES)
+        self.engine = FusedEngine(SelfTransport(), fusion_threshold, chunk_bytes)
 
-    def allreduce(self, arrays, op, compression_dtype, label):
-        return self.engine.allreduce(arrays, op, compression_dtype)
+    def allreduce(self, arrays, op, wire_dtype, label):
+        return self.engine.allreduce(arrays, op, wire_dtype)
 
     def broadcast(self, arrays, root, label):
         return self.engine.broadcast(arrays, root, True)
@@ -49,7 +57,10 @@ class LocalBackend(Backend):
     def allgather(self, array, label):
         return self.engine.allgather(np.ascontiguousarray(array), [array.shape[0]])
 
-    def gather_objects(self, obj):
+    def message_allreduce(self, send, recv):
+        self.engine.transport.allreduce(send, recv, ReduceOp.SUM)
+
+    def allgather_object(self, obj):
         return [obj]
 
     def barrier(self):

@@ -7,6 +7,7 @@ rank that waits for others. Set ``DISTRAIN_CHECK_SIGNATURES=0`` to skip it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 from typing import Sequence
@@ -14,13 +15,13 @@ from typing import Sequence
 import numpy as np
 
 from distrain import environment as env
-from distrain.backends.base import Backend, CollectiveMismatchError
-from distrain.buffers import bfloat16
+from distrain.backends.base import Backend, CollectiveMismatchError, EngineBackend, check_root
+from distrain.backends.stall import StallInspector
+from distrain.engine.buffers import bfloat16
+from distrain.engine.fused import FusedEngine
+from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 from distrain.environment import World, WorldError
-from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 from distrain.ops import ReduceOp
-from distrain.reduction import FusedEngine
-from distrain.stall import StallInspector
 
 __all__ = ["MPIBackend", "import_mpi", "allreduce_signature", "signature_hash"]
 
@@ -99,9 +100,9 @@ def _ufunc_op(ufunc, dtype):
     return reduce
 
 
-def allreduce_signature(op: ReduceOp, compression_dtype, arrays) -> str:
+def allreduce_signature(op: ReduceOp, wire_dtype, arrays) -> str:
     """What must be equal on every rank for a grouped allreduce: op, wire dtype, tensors."""
-    return f"{op.value}|{compression_dtype}|" + ";".join(
+    return f"{op.value}|{wire_dtype}|" + ";".join(
         f"{a.dtype.str}{a.shape}" for a in arrays)
 
 
@@ -111,7 +112,7 @@ def signature_hash(signature: str) -> int:
                           "little") >> 2
 
 
-class MPIBackend(Backend):
+class MPIBackend(EngineBackend):
     """Collectives over an MPI communicator (``MPI.COMM_WORLD`` by default).
 
     Args:
@@ -156,6 +157,41 @@ class MPIBackend(Backend):
         self._record = np.zeros(2, np.int64)
         self._records = np.zeros((size, 2), np.int64)
 
+    @classmethod
+    def without_messages(cls, size: int, fusion_threshold: int,
+                         chunk_bytes: int) -> "MPIBackend":
+        """This backend's collectives for rank 0 of ``size``, with nothing sent: the
+        negotiation computes the signature and hears its own record back from every rank,
+        and the transport leaves each buffer as it is. For timing the host's share of a
+        collective (:func:`distrain.backends.host_share_backend`); needs no MPI.
+
+        Args:
+            size: the world size (at least 2).
+            fusion_threshold: the fusion bucket size.
+            chunk_bytes: the largest message.
+        """
+        self = cls.__new__(cls)
+        Backend.__init__(self, World(0, size, 0, size))
+        self.MPI = None
+        self.comm = None
+        self.transport = _SilentTransport(size)
+        self.engine = FusedEngine(self.transport, fusion_threshold, chunk_bytes)
+        self.check_signatures = True
+        self.stall = _NO_STALL
+        self._seq = 0
+        self._record = np.zeros(2, np.int64)
+        self._records = np.zeros((size, 2), np.int64)
+        return self
+
+    def _exchange(self, label: str) -> None:
+        """Every rank's ``_record`` into ``_records``, watched by the stall inspector."""
+        if self.comm is None:  # without_messages(): every rank is this one
+            self._records[:] = self._record
+            return
+        request = self.comm.Iallgather([self._record, self.MPI.INT64_T],
+                                       [self._records, self.MPI.INT64_T])
+        self.stall.wait(request, self._seq, label)
+
     def _negotiate(self, kind: str, signature: str, label: str, extra: int = 0,
                    describe=None) -> np.ndarray:
         """Every rank's ``(hash, extra)``; raises when the signatures differ.
@@ -174,9 +210,7 @@ class MPIBackend(Backend):
         if not self.check_signatures and kind != "allgather":
             return self._records
         self._record[:] = (signature_hash(f"{kind}|{signature}"), extra)
-        request = self.comm.Iallgather([self._record, self.MPI.INT64_T],
-                                       [self._records, self.MPI.INT64_T])
-        self.stall.wait(request, self._seq, label)
+        self._exchange(label)
         hashes = self._records[:, 0]
         if (hashes != hashes[0]).any():
             header, items = describe() if describe else ("", [])
@@ -184,16 +218,14 @@ class MPIBackend(Backend):
             raise CollectiveMismatchError(f"{kind} {label!r}: " + _difference(everyone))
         return self._records
 
-    def allreduce(self, arrays, op, compression_dtype, label):
-        self._negotiate("allreduce", allreduce_signature(op, compression_dtype, arrays), label,
+    def allreduce(self, arrays, op, wire_dtype, label):
+        self._negotiate("allreduce", allreduce_signature(op, wire_dtype, arrays), label,
                         describe=lambda: (f"op {op.name}", _shapes(arrays)))
         with self.stall.transfer(self._seq, label):
-            return self.engine.allreduce(arrays, op, compression_dtype)
+            return self.engine.allreduce(arrays, op, wire_dtype)
 
     def broadcast(self, arrays, root, label):
-        if not 0 <= root < self.world.size:
-            raise ValueError(f"root rank {root} is out of range for a world of "
-                             f"{self.world.size} ranks")
+        check_root(root, self.world.size)
         signature = f"{root}|" + ";".join(f"{a.dtype.str}{a.shape}" for a in arrays)
         self._negotiate("broadcast", signature, label,
                         describe=lambda: (f"root {root}", _shapes(arrays)))
@@ -208,10 +240,13 @@ class MPIBackend(Backend):
         with self.stall.transfer(self._seq, label):
             return self.engine.allgather(array, records[:, 1].tolist())
 
-    def gather_objects(self, obj):
-        self._negotiate("gather_objects", "", "gather_objects")
-        with self.stall.transfer(self._seq, "gather_objects"):
+    def allgather_object(self, obj):
+        self._negotiate("allgather_object", "", "allgather_object")
+        with self.stall.transfer(self._seq, "allgather_object"):
             return self.comm.allgather(obj)
+
+    def message_allreduce(self, send, recv):
+        self.transport.allreduce(send, recv, ReduceOp.SUM)
 
     def barrier(self):
         self._negotiate("barrier", "", "barrier")
@@ -224,8 +259,37 @@ class MPIBackend(Backend):
         self.MPI.COMM_WORLD.Abort(code)
 
     def shutdown(self):
-        self.transport.free()
-        self.comm.Free()
+        if self.comm is not None:
+            self.transport.free()
+            self.comm.Free()
+
+
+class _SilentTransport:
+    """A transport of ``size`` ranks that sends nothing and leaves every buffer as it is."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def allreduce(self, send, recv, op):
+        pass
+
+    def bcast(self, buf, root):
+        pass
+
+    def allgatherv(self, send, recv, counts):
+        pass
+
+
+class _NoStall:
+    """The stall inspector of a backend that sends nothing: nothing to watch."""
+
+    _unwatched = contextlib.nullcontext()
+
+    def transfer(self, seq: int, label: str):
+        return self._unwatched
+
+
+_NO_STALL = _NoStall()
 
 
 def _shapes(arrays: Sequence[np.ndarray]) -> list[str]:

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from distrain import environment as env
+from distrain.ops import COMPRESSIONS
 from distrain.tfimport import import_tensorflow
 
 __all__ = ["main", "bus_bandwidth"]
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--iters", type=int, default=20, help="timed repetitions (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed repetitions (default 3)")
-    p.add_argument("--compression", default="none", choices=("none", "fp16", "bf16"))
+    p.add_argument("--compression", default="none", choices=COMPRESSIONS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     flat_out = np.empty_like(flat_in)
     raw = _median_time(lambda: comm.Allreduce(flat_in, flat_out, MPI.SUM), comm,
                        args.iters, args.warmup)
-    chunk = max(1, distrain.collectives.backend().engine.chunk_bytes // 4)
+    chunk = max(1, distrain.collectives.chunk_bytes() // 4)
 
     def raw_chunked():
         for start in range(0, flat_in.size, chunk):
@@ -101,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     raw_chunked_time = _median_time(raw_chunked, comm, args.iters, args.warmup)
     ours = _median_time(lambda: distrain.grouped_allreduce(grads, compression=compression),
                         comm, args.iters, args.warmup)
-    engine = distrain.collectives.backend().engine
     result = {
         "ranks": size, "tensors": len(shapes), "megabytes": round(nbytes / 1e6, 1),
         "compression": args.compression,
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(ours / raw, 3) if raw > 0 else None,
         "distrain_busbw_gbs": round(bus_bandwidth(nbytes, ours, size) / 1e9, 2),
         "raw_mpi_busbw_gbs": round(bus_bandwidth(nbytes, raw, size) / 1e9, 2),
-        "fusion_threshold": engine.fusion_threshold, "chunk_bytes": engine.chunk_bytes,
+        "fusion_threshold": distrain.collectives.fusion_threshold(),
+        "chunk_bytes": distrain.collectives.chunk_bytes(),
         "mpi": MPI.Get_library_version().split(",")[0].strip(),
     }
     if rank == 0:

@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 
+from distrain.timing.summary import summarize_rank
 from distrain.timing.timer import PHASES, StepTimer
 
 __all__ = ["main", "timer_overhead"]
@@ -45,10 +46,9 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict]:
                                                * args.batch_size * 16),
                          quiet=True, calibrate=calibrate, timing_warmup=args.warmup)
     result = run(config)
-    timed = result.timer.steps[args.warmup:]
-    mine = {name: statistics.median(r.seconds(name) for r in timed) for name in PHASES}
-    mine["total"] = statistics.median(r.total for r in timed)
-    everyone = distrain.collectives.backend().gather_objects(mine)
+    summary = summarize_rank(result.timer.steps, distrain.rank(), "", args.warmup)
+    mine = dict(summary.phases, total=summary.total)
+    everyone = distrain.allgather_object(mine)
     measured = {k: statistics.median(m[k] for m in everyone) for k in mine}
     predicted = dict(result.prediction.phases, total=result.prediction.total)
     return predicted, measured

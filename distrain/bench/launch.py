@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from distrain.run.rank import usable_cores
+
 __all__ = ["main", "time_command", "TARGET_SECONDS"]
 
 TARGET_SECONDS = 0.3
@@ -50,7 +52,7 @@ def _commands(np_: int) -> dict[str, list[str]]:
     bare = [mpirun, "-np", str(np_)]
     if os.geteuid() == 0:
         bare.append("--allow-run-as-root")
-    if np_ > (os.cpu_count() or 1):
+    if np_ > usable_cores():
         bare.append("--oversubscribe")
     ours = [launcher] if launcher else [sys.executable, "-m", "distrain.run"]
     return {"mpirun": bare + program, "distrain-run": ours + ["-np", str(np_)] + program,

@@ -1,7 +1,8 @@
 """``python -m distrain.bench train``: training throughput at the current world size.
 
 Runs the training program on synthetic data for ``--warmup`` + ``--steps`` steps and prints
-samples/s over the timed steps: global batch / median step time of the slowest rank, so
+samples/s over the timed steps: global batch / median step time of the slowest rank (each
+rank's medians as the timing report takes them, :func:`distrain.timing.summarize_rank`), so
 runs at 1, 2, 4... ranks can be compared.
 
 Example:
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+
+from distrain.timing.summary import summarize_rank
 
 __all__ = ["main"]
 
@@ -43,11 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                          compression=args.compression, quiet=True, cost_model=False)
     result = run(config)
     size = distrain.size()
-    timed = result.timer.steps[args.warmup:]
-    mine = statistics.median(r.total for r in timed)
-    slowest = max(distrain.collectives.backend().gather_objects(mine))
-    phases = {name: statistics.median(r.seconds(name) for r in timed)
-              for name in ("data", "compute", "allreduce", "apply")}
+    mine = summarize_rank(result.timer.steps, distrain.rank(), "", args.warmup)
+    slowest = max(distrain.allgather_object(mine.total))
+    phases = mine.phases
     figures = {"model": args.model, "ranks": size, "batch_per_rank": args.batch_size,
                "global_batch": args.batch_size * size, "steps": args.steps,
                "step_ms": round(slowest * 1e3, 3),

@@ -2,8 +2,9 @@
 
 Every rank joins (it is a collective):
 
-- ``alpha`` and ``beta``: a sweep of raw allreduces of 256 B .. ``chunk_bytes`` float32
-  messages through the backend's transport, the slowest rank's median per size, fitted with
+- ``alpha`` and ``beta``: a sweep of single-message allreduces
+  (:func:`distrain.collectives.message_allreduce`) of 256 B .. ``chunk_bytes`` float32
+  messages, the slowest rank's median per size, fitted with
   :func:`distrain.costmodel.ring.fit_alpha_beta`;
 - ``gamma``: one packing pass (copy and scale) over 4 MiB on the host;
 - ``call_overhead``: ``grouped_allreduce`` of one small tensor less its host share
@@ -24,13 +25,13 @@ import time
 import numpy as np
 
 import distrain
+from distrain import collectives
 from distrain import environment as env
 from distrain.costmodel.compute import median_seconds
 from distrain.costmodel.host import host_allreduce
 from distrain.errors import UsageError
 from distrain.files import write_atomically
 from distrain.costmodel.ring import CommModel, fit_alpha_beta, ring_time
-from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 
 __all__ = ["calibrate", "cache_path", "load_or_calibrate", "VERSION"]
 
@@ -45,20 +46,16 @@ def cache_path(size: int, backend: str) -> str:
 
 
 def _slowest(seconds: float) -> float:
-    return max(distrain.collectives.backend().gather_objects(seconds))
+    return max(distrain.allgather_object(seconds))
 
 
-def _sweep(backend, chunk_bytes: int, repeats: int):
+def _sweep(chunk_bytes: int, repeats: int):
     sizes, times = [], []
-    transport = getattr(getattr(backend, "engine", None), "transport", None)
     nbytes = 256
     while nbytes <= max(chunk_bytes, 256):
         buf = np.ones(nbytes // 4, np.float32)
         out = np.empty_like(buf)
-        if transport is not None:
-            run = lambda b=buf, o=out: transport.allreduce(b, o, distrain.Sum)  # noqa: E731
-        else:  # the horovod backend: its whole call is the message
-            run = lambda b=buf: distrain.allreduce(b, op=distrain.Sum)  # noqa: E731
+        run = lambda b=buf, o=out: collectives.message_allreduce(b, o)  # noqa: E731
         distrain.barrier()
         sizes.append(nbytes)
         times.append(_slowest(median_seconds(run, repeats)))
@@ -72,14 +69,11 @@ def calibrate(repeats: int = 20) -> CommModel:
     Returns:
         The fitted :class:`CommModel`.
     """
-    backend = distrain.collectives.backend()
-    size = backend.world.size
-    engine = getattr(backend, "engine", None)
-    chunk = engine.chunk_bytes if engine else DEFAULT_CHUNK_BYTES
-    threshold = engine.fusion_threshold if engine else DEFAULT_FUSION_THRESHOLD
+    size = distrain.size()
+    chunk, threshold = collectives.chunk_bytes(), collectives.fusion_threshold()
     alpha = beta = 0.0
     if size > 1:
-        alpha, beta = fit_alpha_beta(*_sweep(backend, chunk, repeats), size)
+        alpha, beta = fit_alpha_beta(*_sweep(chunk, repeats), size)
     src = np.ones(1 << 20, np.float32)
     dst = np.empty_like(src)
     gamma = _slowest(median_seconds(lambda: np.multiply(src, 0.5, out=dst), repeats)) \
@@ -108,28 +102,25 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
     Returns:
         The :class:`CommModel`.
     """
-    backend = distrain.collectives.backend()
-    path = cache_path(backend.world.size, backend.name)
+    path = cache_path(distrain.size(), collectives.backend_name())
     cached = None
-    if backend.world.rank == 0 and not recalibrate and os.path.isfile(path):
+    if distrain.rank() == 0 and not recalibrate and os.path.isfile(path):
         try:
             with open(path) as handle:
                 cached = json.load(handle)
         except (OSError, ValueError):
             cached = None
-    cached = backend.gather_objects(cached)[0]
-    engine = getattr(backend, "engine", None)
-    if cached is not None and (cached.get("version") != VERSION or (
-            engine is not None and cached.get("chunk_bytes") != engine.chunk_bytes)):
+    cached = distrain.allgather_object(cached)[0]
+    if cached is not None and (cached.get("version") != VERSION
+                               or cached.get("chunk_bytes") != collectives.chunk_bytes()):
         cached = None  # measured by an older distrain or with another chunk size
     if cached is None:
         model = calibrate()
-        if backend.world.rank == 0:
+        if distrain.rank() == 0:
             _write(path, dict(vars(model), measured=time.time(), version=VERSION))
         return model
     fields = {k: cached[k] for k in CommModel.__dataclass_fields__ if k in cached}
-    if engine is not None:
-        fields["fusion_threshold"] = engine.fusion_threshold
+    fields["fusion_threshold"] = collectives.fusion_threshold()
     return CommModel(**fields)
 
 

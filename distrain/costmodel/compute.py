@@ -193,7 +193,7 @@ def time_in_turn(turns: list[dict], rounds: int, warmup: int = 2) -> dict:
     Args:
         turns: dicts of name -> zero-argument callable, in step order, which take turns
             round by round (each gets ``rounds`` rounds), so that terms of one round can
-            be replaced by others in the same places (:func:`twin_rounds`).
+            be replaced by others in the same places (:func:`pair_rounds`).
         rounds: timed rounds (of each dict).
         warmup: untimed rounds first (of each dict; tracing, allocation).
 
@@ -245,38 +245,86 @@ def pair_rounds(functions: dict) -> list[dict]:
 
 def step_functions(model, batch_size: int, num_classes: int | None = None,
                    optimizer=None, data=None, seed: int = 0, comm=None, sync=None) -> dict:
-    """The cost model's terms as callables, in step order.
+    """The cost model's terms as zero-argument callables, in step order.
 
-    ``data`` (when arrays are given); ``call:arguments`` and ``call:none``, functions
-    doing nothing with and without the step's arguments (the batch, and the labels when
-    ``num_classes`` is given); per sub-model, ``layer:NAME``, its forward and backward; ``layer:loss`` (when ``num_classes`` is given); for the 1st, 3rd, ...
-    sub-model that has one after it, ``pair:NAME``, the forward and backward of it and the
-    next in one function (:func:`pair_rounds`); ``wait`` (when ``sync`` is given): the
-    job's ranks meet, as the allreduce makes them meet in a step, so every rank's later
-    terms run at the same time as they do in a step and the time spent here is the wait
-    for the slowest; ``allreduce`` (the host's share of averaging the gradients,
-    :mod:`distrain.costmodel.host`, when ``comm`` is given); ``apply`` (when an optimizer
-    is given, working on copies of the weights and on the averaged gradients, fresh each
-    round). Layers' non-trainable state must be saved by the caller.
+    - ``data`` (when ``data`` is given): one batch fetch;
+    - ``call:arguments`` and ``call:none``: functions doing nothing, with and without the
+      step's arguments (the batch, and the labels when ``num_classes`` is given);
+    - ``layer:NAME``: each sub-model's forward and backward; ``layer:loss`` the loss's
+      (when ``num_classes`` is given);
+    - ``pair:NAME``: for the 1st, 3rd, ... sub-model that has one after it, the forward and
+      backward of it and the next in one function (:func:`pair_rounds`);
+    - ``wait`` (when ``sync`` is given): the job's ranks meet, as the allreduce makes them
+      meet in a step, so every rank's later terms run at the same time as they do in a
+      step and the time spent here is the wait for the slowest;
+    - ``allreduce`` (when ``comm`` is given): the host's share of averaging the gradients
+      (:mod:`distrain.costmodel.host`);
+    - ``apply`` (when ``optimizer`` is given): the update of copies of the weights by the
+      averaged gradients, fresh each round.
+
+    Layers' non-trainable state must be saved by the caller.
+
+    Args:
+        model: a built ``keras.Model``.
+        batch_size: samples per rank.
+        num_classes: include the loss (sparse categorical cross-entropy).
+        optimizer: the optimizer whose update to time.
+        data: ``(x_train, y_train)`` arrays to fetch batches from.
+        seed: seeds the random inputs.
+        comm: the :class:`~distrain.costmodel.ring.CommModel` (world size, fusion
+            threshold, chunk size) of the allreduce.
+        sync: a barrier across the job's ranks.
+
+    Returns:
+        name -> callable, in the order above.
     """
-    import keras
     import tensorflow as tf
     rng = np.random.default_rng(seed)
     functions = {}
     if data is not None:
-        x_train, y_train = data
-        order = rng.permutation(len(x_train))
-        cursor = [0]
-
-        def fetch():  # as the training program reads a batch: a sorted slice of a shuffle
-            start = cursor[0] % max(1, len(order) - batch_size)
-            cursor[0] += batch_size
-            rows = np.sort(order[start:start + batch_size])
-            tf.convert_to_tensor(x_train[rows])
-            tf.convert_to_tensor(y_train[rows])
-        functions["data"] = fetch
+        functions["data"] = _batch_fetch(tf, data, batch_size, rng)
     specs, _ = _input_specs(model, batch_size)
     arguments = [_random(tf, shape, dtype, rng) for shape, dtype in specs]
+    pieces = _submodel_pieces(tf, model, batch_size, rng)
+    if num_classes:
+        labels, loss = _loss_piece(tf, num_classes, batch_size, rng)
+        arguments.append(labels)
+        pieces.append(("loss", loss))
+    functions["call:arguments"] = _null_function(tf, arguments)
+    functions["call:none"] = _null_function(tf, [])
+    for name, piece in pieces:
+        functions[f"layer:{name}"] = _pieces_function(tf, [piece])
+    for (name, first), (_, second) in adjacent_pairs(pieces):
+        functions[f"pair:{name}"] = _pieces_function(tf, [first, second])
+    gradients = [tf.ones(v.shape, v.dtype) * 1e-6 for v in model.trainable_variables]
+    averaged = [gradients]  # the allreduce term's latest result, for the apply term
+    if sync is not None:
+        functions["wait"] = sync
+    if comm is not None:
+        functions["allreduce"] = _allreduce_term(gradients, comm, averaged)
+    if optimizer is not None:
+        functions["apply"] = _apply_term(tf, optimizer, model, averaged)
+    return functions
+
+
+def _batch_fetch(tf, data, batch_size: int, rng) -> Callable[[], None]:
+    """Reads one batch as the training program does: a sorted slice of a shuffle."""
+    x_train, y_train = data
+    order = rng.permutation(len(x_train))
+    cursor = [0]
+
+    def fetch():
+        start = cursor[0] % max(1, len(order) - batch_size)
+        cursor[0] += batch_size
+        rows = np.sort(order[start:start + batch_size])
+        tf.convert_to_tensor(x_train[rows])
+        tf.convert_to_tensor(y_train[rows])
+    return fetch
+
+
+def _submodel_pieces(tf, model, batch_size: int, rng) -> list[tuple[str, _Piece]]:
+    """Each sub-model's forward and backward on random inputs, with random gradients
+    arriving from the sub-models after it."""
     pieces = []
     weights_before = False  # backpropagation needs a sub-model's input gradient only then
     for name, layer in submodels(model):
@@ -289,42 +337,46 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
         pieces.append((name, _Piece(run, xs, layer.trainable_weights, weights_before,
                                     _output_gradients(tf, layer, batch_size, rng))))
         weights_before = weights_before or bool(layer.trainable_weights)
-    if num_classes:
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        labels = tf.constant(rng.integers(0, num_classes, size=batch_size), tf.int64)
-        arguments.append(labels)
-        logits = _random(tf, (batch_size, num_classes), "float32", rng)
+    return pieces
 
-        def loss_and_correct(z):  # as the step: the loss, and the count it reports
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(z, axis=-1), labels),
-                                            tf.float32))
-            return loss_fn(labels, z), tf.stop_gradient(correct)
-        pieces.append(("loss", _Piece(loss_and_correct, [logits], [])))
-    functions["call:arguments"] = _null_function(tf, arguments)
-    functions["call:none"] = _null_function(tf, [])
-    for name, piece in pieces:
-        functions[f"layer:{name}"] = _pieces_function(tf, [piece])
-    for (name, first), (_, second) in adjacent_pairs(pieces):
-        functions[f"pair:{name}"] = _pieces_function(tf, [first, second])
-    gradients = [tf.ones(v.shape, v.dtype) * 1e-6 for v in model.trainable_variables]
-    averaged = [gradients]
-    if sync is not None:
-        functions["wait"] = sync
-    if comm is not None:
-        from distrain.costmodel.host import host_allreduce
-        reduce = host_allreduce(gradients, comm.size, comm.fusion_threshold, comm.chunk_bytes)
 
-        def allreduce():
-            averaged[0] = reduce()
-        functions["allreduce"] = allreduce
-    if optimizer is not None:
-        make = getattr(keras, "Variable", tf.Variable)  # Keras 3 updates its own Variable type
-        copies = [make(np.zeros(v.shape, np.float32)) for v in model.trainable_variables]
-        twin = optimizer.__class__.from_config(optimizer.get_config())
-        twin.build(copies)
+def _loss_piece(tf, num_classes: int, batch_size: int, rng) -> tuple:
+    """The step's loss on random logits, and the count of correct predictions it reports.
 
-        @tf.function
-        def apply(gradients):  # an argument, not a capture: no constant folding
-            twin.apply_gradients(zip(gradients, copies))
-        functions["apply"] = lambda: apply(averaged[0])
-    return functions
+    Returns:
+        ``(labels, piece)``: the labels the step takes as an argument, and the piece.
+    """
+    import keras
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    labels = tf.constant(rng.integers(0, num_classes, size=batch_size), tf.int64)
+    logits = _random(tf, (batch_size, num_classes), "float32", rng)
+
+    def loss_and_correct(z):
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(z, axis=-1), labels), tf.float32))
+        return loss_fn(labels, z), tf.stop_gradient(correct)
+    return labels, _Piece(loss_and_correct, [logits], [])
+
+
+def _allreduce_term(gradients: list, comm, averaged: list) -> Callable[[], None]:
+    """The host's share of averaging ``gradients``; its result goes to ``averaged[0]``."""
+    from distrain.costmodel.host import host_allreduce
+    reduce = host_allreduce(gradients, comm.size, comm.fusion_threshold, comm.chunk_bytes)
+
+    def allreduce():
+        averaged[0] = reduce()
+    return allreduce
+
+
+def _apply_term(tf, optimizer, model, averaged: list) -> Callable[[], None]:
+    """The optimizer's update of copies of the weights, by the gradients in ``averaged[0]``
+    (fresh each round when the allreduce term runs)."""
+    import keras
+    make = getattr(keras, "Variable", tf.Variable)  # Keras 3 updates its own Variable type
+    copies = [make(np.zeros(v.shape, np.float32)) for v in model.trainable_variables]
+    twin = optimizer.__class__.from_config(optimizer.get_config())
+    twin.build(copies)
+
+    @tf.function
+    def apply(gradients):  # an argument, not a capture: no constant folding
+        twin.apply_gradients(zip(gradients, copies))
+    return lambda: apply(averaged[0])

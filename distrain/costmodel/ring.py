@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from distrain.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD, Direct, chunks, \
+from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD, Direct, chunks, \
     plan_fusion
 
 __all__ = ["CommModel", "fit_alpha_beta", "ring_time", "WHATIF_SIZES"]

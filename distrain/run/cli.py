@@ -68,6 +68,7 @@ See docs/launcher.md for recipes (one host, a hostfile, Slurm, Kubeflow's MPI Op
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -83,7 +84,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (flags only; the config is built by :func:`config_from_args`)."""
+    """The argument parser (flags only; the config is built by :func:`config_from_args`,
+    and its defaults are :class:`~distrain.run.config.LaunchConfig`'s)."""
+    from distrain.run.config import LaunchConfig
+    default = {f.name: f.default for f in dataclasses.fields(LaunchConfig)}
     p = _Parser(prog="distrain-run", allow_abbrev=False,
                 usage="distrain-run [options] -np N PROGRAM [ARGS...]",
                 description="Start a data-parallel distrain job over MPI, with fail-fast "
@@ -117,18 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "10.0.0.0/24")
     p.add_argument("--output-filename", metavar="DIR",
                    help="also write each rank's output to DIR/rank.N.log")
-    p.add_argument("--start-timeout", type=float, default=30.0, metavar="S",
-                   help="seconds for every rank to start (default 30)")
-    p.add_argument("--heartbeat-timeout", type=float, default=60.0, metavar="S",
-                   help="stop the job when a rank is silent this long: host down or cut off "
-                        "(default 60; 0 never)")
+    p.add_argument("--start-timeout", type=float, default=default["start_timeout"],
+                   metavar="S", help=f"seconds for every rank to start (default "
+                                     f"{default['start_timeout']:g})")
+    p.add_argument("--heartbeat-timeout", type=float, default=default["heartbeat_timeout"],
+                   metavar="S", help=f"stop the job when a rank is silent this long: host down "
+                                     f"or cut off (default {default['heartbeat_timeout']:g}; "
+                                     f"0 never)")
     p.add_argument("--stall-warning-seconds", type=float, metavar="S",
                    help="export DISTRAIN_STALL_WARNING_SECONDS: name ranks missing from a "
                         "collective after S seconds (distrain's default 60)")
     p.add_argument("--stall-shutdown-seconds", type=float, metavar="S",
                    help="export DISTRAIN_STALL_SHUTDOWN_SECONDS: abort the job when a "
                         "collective stalls S seconds (distrain's default: never)")
-    p.add_argument("--max-restarts", type=int, default=0, metavar="N",
+    p.add_argument("--max-restarts", type=int, default=default["max_restarts"], metavar="N",
                    help="relaunch a failed job at most N times, with DISTRAIN_RESTART_COUNT")
     p.add_argument("-x", dest="env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="forward NAME, or set it to VALUE, on every rank (repeatable; the "

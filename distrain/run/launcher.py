@@ -24,6 +24,7 @@ from distrain.run.config import LaunchConfig
 from distrain.run.discovery import DiscoveryTimeout, script_argv, wait_for_hosts
 from distrain.run.hosts import format_hosts, placement
 from distrain.run.output import Console, RankFiles
+from distrain.run.rank import usable_cores
 from distrain.run.supervisor import TIMEOUT_EXIT_CODE, Job, supervise
 from distrain.run.vendors import Vendor, detect_vendor, find_mpirun, version_text
 
@@ -52,10 +53,8 @@ class Plan:
 
 
 def local_cores() -> int:
-    """The cores this process may use."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """The cores this process may use (:func:`distrain.run.rank.usable_cores`)."""
+    return usable_cores()
 
 
 def _check_program(program: str, environ) -> None:

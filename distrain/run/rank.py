@@ -27,8 +27,8 @@ import signal
 import sys
 import time
 
-__all__ = ["RECORD", "Splitter", "thread_defaults", "parse_record", "die_with_parent",
-           "exit_watch", "main"]
+__all__ = ["RECORD", "Splitter", "usable_cores", "threads_per_rank", "thread_defaults",
+           "parse_record", "die_with_parent", "exit_watch", "main"]
 
 RECORD = "\x1edistrain "
 LONGEST_LINE = 1 << 16
@@ -92,6 +92,33 @@ class Splitter:
         return [rest + b"\n"] if rest else []
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, or the host's count off Linux.
+
+    The one place distrain counts cores (the launcher, the rank wrapper and the training
+    program's thread share all ask here), in this standard-library-only module so the rank
+    wrapper can use it.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def threads_per_rank(local_size: int, cores: int | None = None) -> int:
+    """A rank's fair share of the host's cores, at least 1.
+
+    Args:
+        local_size: the number of ranks on this host.
+        cores: the cores to share; :func:`usable_cores` when None.
+
+    Example:
+        >>> threads_per_rank(3, cores=8)
+        2
+    """
+    cores = usable_cores() if cores is None else cores
+    return max(1, cores // max(1, local_size))
+
+
 def thread_defaults(environ, names, local_size: int, cores: int) -> dict[str, str]:
     """The thread-count variables to add for one rank.
 
@@ -102,9 +129,9 @@ def thread_defaults(environ, names, local_size: int, cores: int) -> dict[str, st
         cores: the cores this process may run on.
 
     Returns:
-        ``{name: str(max(1, cores // local_size))}`` for each name not yet set.
+        ``{name: str(threads_per_rank(local_size, cores))}`` for each name not yet set.
     """
-    threads = str(max(1, cores // max(1, local_size)))
+    threads = str(threads_per_rank(local_size, cores))
     return {name: threads for name in names if not environ.get(name)}
 
 
@@ -185,10 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         local_size = int(environ.get(options.get("--local-size-var", ""), "1"))
     except ValueError:
         local_size = 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
     names = [n for n in options.get("--thread-vars", "").split(",") if n]
-    environ.update(thread_defaults(environ, names, local_size, cores))
+    environ.update(thread_defaults(environ, names, local_size, usable_cores()))
     heartbeat = float(options.get("--heartbeat", "0"))
     state = {"child": 0, "stopped": False}
 

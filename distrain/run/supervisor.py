@@ -31,6 +31,7 @@ import subprocess
 import time
 
 from distrain.errors import UsageError
+from distrain.run.outcome import TIMEOUT_EXIT_CODE, Outcome, describe
 from distrain.run.output import Console, RankFiles
 from distrain.run.rank import die_with_parent, exit_watch, parse_record
 from distrain.run.vendors import Vendor
@@ -39,8 +40,6 @@ __all__ = ["Job", "Outcome", "supervise", "session_pids", "kill_session", "TIMEO
 
 STOP_GRACE = 2.0
 KILL_GRACE = 4.0
-TIMEOUT_EXIT_CODE = 124
-VANISHED_EXIT_CODE = 1
 STDERR_LINES = 8
 MPIRUN_LINES_KEPT = 100
 
@@ -66,23 +65,6 @@ class Job:
     hosts: tuple[str, ...]
     start_timeout: float
     heartbeat_timeout: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """How a job ended.
-
-    Attributes:
-        code: distrain-run's exit code for it.
-        kind: ``ok``, ``rank`` (a rank failed), ``interrupted``, ``start-timeout``, ``lost``,
-            ``vanished`` (a started rank never reported how it ended) or ``mpirun`` (mpirun
-            failed and no rank said why).
-        message: one paragraph for the user; empty when ``ok``.
-    """
-
-    code: int
-    kind: str
-    message: str = ""
 
 
 @dataclasses.dataclass
@@ -139,22 +121,133 @@ def _reap_session(sid: int, grace: float = 2.0) -> None:
     kill_session(sid, signal.SIGKILL)
 
 
-class _Watch:
-    def __init__(self, job: Job, console: Console, files: RankFiles | None):
-        self.job, self.console, self.files = job, console, files
+class _Output:
+    """Reads mpirun's output: cuts each stream into lines, tells a rank's lines (by the
+    vendor's tag) from mpirun's own, shows them, and keeps what the messages need: each
+    rank's host, last sign of life, exit and stderr tail, and mpirun's first and last lines.
+
+    Args:
+        job: the job whose output it reads.
+        console: where lines are shown.
+        files: per-rank log files, or None.
+        on_failure: called with a rank whose program failed on its own.
+    """
+
+    def __init__(self, job: Job, console: Console, files: RankFiles | None, on_failure):
+        self.console, self.files, self.on_failure = console, files, on_failure
         self.tag = job.vendor.tag_regex()
         self.ranks: dict[int, _Rank] = {}
         self.started: set[int] = set()
         self.mpirun_tail: collections.deque = collections.deque(maxlen=STDERR_LINES)
         self.mpirun_first: list[str] = []      # mpirun's own first lines, for their cause
-        self.mpirun_words: set[str] = set()    # the words of those (host names among them)
         self.buffers = {"stdout": b"", "stderr": b""}
+
+    def feed(self, stream: str, data: bytes) -> None:
+        """Takes bytes read from ``stream``; ``b""`` means the stream ended."""
+        buffer = self.buffers[stream] + data
+        if not data and buffer:
+            buffer += b"\n"
+        *lines, self.buffers[stream] = buffer.split(b"\n")
+        for line in lines:
+            self._line(stream, line)
+
+    def _line(self, stream: str, raw: bytes) -> None:
+        bar = raw.endswith(b"\r")
+        text = (raw[:-1] if bar else raw).decode("utf-8", "replace")
+        match = self.tag.match(text)
+        if match is None:
+            self.console.plain(stream, text)
+            if text.strip(" -"):
+                self.mpirun_tail.append(text)
+                if len(self.mpirun_first) < MPIRUN_LINES_KEPT:
+                    self.mpirun_first.append(text)
+            return
+        rank, body = int(match["rank"]), match["text"]
+        stream = match.groupdict().get("stream") or stream
+        state = self.ranks.setdefault(rank, _Rank())
+        state.last_seen = time.monotonic()
+        record = parse_record(body)
+        if record is not None:
+            self._record(rank, state, *record)
+            return
+        self.console.rank_line(rank, stream, body, bar)
+        if not bar:
+            if stream == "stderr" and body.strip(" -"):
+                state.stderr.append(body)
+            if self.files is not None:
+                self.files.write(rank, body)
+
+    def _record(self, rank: int, state: _Rank, kind: str, fields: dict) -> None:
+        if kind == "start":
+            state.host = fields.get("host")
+            self.started.add(rank)
+        elif kind == "exit":
+            state.exit_code = int(fields.get("code", "1"))
+            state.signal = int(fields.get("signal", "0"))
+            state.ended = float(fields.get("time", "0") or 0)
+            if state.exit_code and fields.get("stopped") != "1":
+                self.on_failure(rank)
+
+
+class _Stopper:
+    """Decides when the job must stop, and stops it: a rank failed (after
+    :data:`STOP_GRACE`), a signal arrived (at once; a second kills), a rank did not start
+    in time or fell silent. Stopping is SIGTERM to mpirun, then SIGKILL to the session
+    :data:`KILL_GRACE` seconds later.
+
+    Args:
+        job: the job's timeouts and size.
+        start: when mpirun started (``time.monotonic``).
+    """
+
+    def __init__(self, job: Job, start: float):
+        self.job, self.start = job, start
         self.signals: list[int] = []
         self.kind: str | None = None          # why the job is being stopped
         self.failed: list[int] = []            # ranks that failed on their own
         self.lost: list[int] = []
         self.term_due: float | None = None
         self.term_sent: float | None = None
+
+    def rank_failed(self, rank: int) -> None:
+        """A rank's program failed on its own: the others get :data:`STOP_GRACE` seconds."""
+        self.failed.append(rank)
+        if self.kind is None:
+            self.kind, self.term_due = "rank", time.monotonic() + STOP_GRACE
+
+    def check(self, now: float, output: _Output, proc: subprocess.Popen) -> None:
+        """Decides whether to stop, and sends what is due to ``proc``'s session."""
+        if self.signals:
+            if self.kind != "interrupted":
+                self.kind, self.term_due = "interrupted", now
+            if len(self.signals) > 1:
+                kill_session(proc.pid)
+        if self.kind is None:
+            if len(output.started) < self.job.np and now - self.start > self.job.start_timeout:
+                self.kind, self.term_due = "start-timeout", now
+            elif self.job.heartbeat_timeout > 0:
+                self.lost = sorted(
+                    r for r in output.started if output.ranks[r].exit_code is None
+                    and now - output.ranks[r].last_seen > self.job.heartbeat_timeout)
+                if self.lost:
+                    self.kind, self.term_due = "lost", now
+        if proc.poll() is not None:
+            return
+        if self.term_sent is None and self.term_due is not None and now >= self.term_due:
+            proc.send_signal(signal.SIGTERM)
+            self.term_sent = now
+        elif self.term_sent is not None and now >= self.term_sent + KILL_GRACE:
+            kill_session(proc.pid)
+
+
+class _Watch:
+    """Runs mpirun and its select loop: bytes go to :class:`_Output`, time and signals to
+    :class:`_Stopper`, and the end to :func:`~distrain.run.outcome.describe`."""
+
+    def __init__(self, job: Job, console: Console, files: RankFiles | None):
+        self.job, self.console = job, console
+        self.stopper = _Stopper(job, time.monotonic())
+        self.output = _Output(job, console, files, self.stopper.rank_failed)
         self.proc: subprocess.Popen | None = None
 
     def run(self) -> Outcome:
@@ -169,7 +262,7 @@ class _Watch:
                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
             except OSError as exc:
                 raise UsageError(f"cannot start {self.job.argv[0]}: {exc.strerror}") from None
-            self.start = time.monotonic()
+            self.stopper.start = time.monotonic()
             self._loop(wake_r)
             self.proc.wait()
         finally:
@@ -181,11 +274,14 @@ class _Watch:
                     pipe.close()
                 _reap_session(self.proc.pid)
             self.console.close()
-        return self._outcome()
+        stopper, output = self.stopper, self.output
+        return describe(self.job, stopper.kind, self.proc.returncode, output.ranks,
+                        output.started, stopper.failed, stopper.lost, stopper.signals,
+                        list(output.mpirun_tail), output.mpirun_first)
 
     def _catch_signals(self, wake_w: int):
         def on_signal(signum, frame):
-            self.signals.append(signum)
+            self.stopper.signals.append(signum)
 
         try:
             previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -215,7 +311,7 @@ class _Watch:
                     os.close(exit_fd)
                     exit_fd = None
                     continue
-                if key.data is None:          # a signal arrived: handled in _check
+                if key.data is None:          # a signal arrived: handled by the stopper
                     try:
                         os.read(wake_r, 512)
                     except BlockingIOError:
@@ -225,9 +321,9 @@ class _Watch:
                 if not data:
                     selector.unregister(key.fileobj)
                     streams -= 1
-                self._feed(key.data, data)
+                self.output.feed(key.data, data)
             now = time.monotonic()
-            self._check(now)
+            self.stopper.check(now, self.output, self.proc)
             if self.proc.poll() is not None:
                 ended = ended or now
                 if streams == 0 or now - ended > 1.0:
@@ -235,167 +331,6 @@ class _Watch:
         selector.close()
         if exit_fd is not None:
             os.close(exit_fd)
-
-    def _feed(self, stream: str, data: bytes) -> None:
-        buffer = self.buffers[stream] + data
-        if not data and buffer:
-            buffer += b"\n"
-        *lines, self.buffers[stream] = buffer.split(b"\n")
-        for line in lines:
-            self._line(stream, line)
-
-    def _line(self, stream: str, raw: bytes) -> None:
-        bar = raw.endswith(b"\r")
-        text = (raw[:-1] if bar else raw).decode("utf-8", "replace")
-        match = self.tag.match(text)
-        if match is None:
-            self.console.plain(stream, text)
-            if text.strip(" -"):
-                self.mpirun_tail.append(text)
-                if len(self.mpirun_first) < MPIRUN_LINES_KEPT:
-                    self.mpirun_first.append(text)
-                    self.mpirun_words.update(word.strip(".,:;()[]'\"")
-                                             for word in text.split())
-            return
-        rank, body = int(match["rank"]), match["text"]
-        stream = match.groupdict().get("stream") or stream
-        state = self.ranks.setdefault(rank, _Rank())
-        state.last_seen = time.monotonic()
-        record = parse_record(body)
-        if record is not None:
-            self._record(rank, state, *record)
-            return
-        self.console.rank_line(rank, stream, body, bar)
-        if not bar:
-            if stream == "stderr" and body.strip(" -"):
-                state.stderr.append(body)
-            if self.files is not None:
-                self.files.write(rank, body)
-
-    def _record(self, rank: int, state: _Rank, kind: str, fields: dict) -> None:
-        if kind == "start":
-            state.host = fields.get("host")
-            self.started.add(rank)
-        elif kind == "exit":
-            state.exit_code = int(fields.get("code", "1"))
-            state.signal = int(fields.get("signal", "0"))
-            state.ended = float(fields.get("time", "0") or 0)
-            if state.exit_code and fields.get("stopped") != "1":
-                self.failed.append(rank)
-                if self.kind is None:
-                    self.kind, self.term_due = "rank", time.monotonic() + STOP_GRACE
-
-    def _check(self, now: float) -> None:
-        if self.signals:
-            if self.kind != "interrupted":
-                self.kind, self.term_due = "interrupted", now
-            if len(self.signals) > 1:
-                kill_session(self.proc.pid)
-        if self.kind is None:
-            if len(self.started) < self.job.np and now - self.start > self.job.start_timeout:
-                self.kind, self.term_due = "start-timeout", now
-            elif self.job.heartbeat_timeout > 0:
-                self.lost = sorted(
-                    r for r in self.started if self.ranks[r].exit_code is None
-                    and now - self.ranks[r].last_seen > self.job.heartbeat_timeout)
-                if self.lost:
-                    self.kind, self.term_due = "lost", now
-        if self.proc.poll() is not None:
-            return
-        if self.term_sent is None and self.term_due is not None and now >= self.term_due:
-            self.proc.send_signal(signal.SIGTERM)
-            self.term_sent = now
-        elif self.term_sent is not None and now >= self.term_sent + KILL_GRACE:
-            kill_session(self.proc.pid)
-
-    def _hosts(self, ranks) -> str:
-        """``host a`` or ``hosts a, b``: where ``ranks`` said they run, else were planned;
-        ``a (b)`` where a rank's own name ``a`` differs from its planned host ``b`` (a
-        container's id and the name it was reached by)."""
-        names = []
-        for rank in ranks:
-            state = self.ranks.get(rank)
-            planned = self.job.hosts[rank] if rank < len(self.job.hosts) else None
-            host = state.host if state and state.host else planned
-            if planned and host != planned:
-                host = f"{host} ({planned})"
-            if host not in names:
-                names.append(host)
-        return f"host{_s(names)} {_list(names)}"
-
-    def _rank_failure(self) -> Outcome:
-        """The rank whose program ended first names the failure; later ones are listed."""
-        first, *others = sorted(self.failed, key=lambda r: (self.ranks[r].ended, r))
-        state = self.ranks[first]
-        tail = ("; the last lines of its stderr:\n" + "\n".join(
-            f"    {line}" for line in state.stderr)) if state.stderr else (
-            "; it wrote nothing to stderr")
-        also = "".join(f"; then rank {r} on {self._hosts([r])} {self._how(r)}"
-                       for r in others)
-        return Outcome(state.exit_code, "rank",
-                       f"rank {first} on {self._hosts([first])} {self._how(first)}"
-                       f"{also}; stopped the other ranks{tail}")
-
-    def _vanished(self, ranks: list[int]) -> Outcome:
-        """Ranks that never said how they ended: their host, container or daemon went away.
-
-        Open MPI 5's mpirun may then exit 0; naming the ranks whose host mpirun's messages
-        name (``Connection to X closed``, ``... on node X``), or every such rank, and
-        mpirun's first words, makes it a failure with a cause."""
-        named = [r for r in ranks if {self.ranks[r].host, self.job.hosts[r] if r < len(
-            self.job.hosts) else None} & self.mpirun_words]
-        ranks = named or ranks
-        why = self.mpirun_first[0].strip() if self.mpirun_first else ""
-        return Outcome(VANISHED_EXIT_CODE, "vanished",
-                       f"rank{_s(ranks)} {_list(ranks)} on {self._hosts(ranks)} ended without "
-                       f"an exit status: the host, its container or its MPI daemon went away"
-                       + (f" (mpirun: {why})" if why else "") + "; every rank was stopped")
-
-    def _how(self, rank: int) -> str:
-        state = self.ranks[rank]
-        if state.signal:
-            return f"was killed by {signal.Signals(state.signal).name}"
-        return f"exited with code {state.exit_code}"
-
-    def _outcome(self) -> Outcome:
-        code = self.proc.returncode if self.proc is not None else 1
-        if self.kind == "interrupted":
-            signum = self.signals[0]
-            return Outcome(128 + signum, "interrupted",
-                           f"stopped by {signal.Signals(signum).name}: every rank was stopped")
-        if self.kind == "start-timeout":
-            missing = [r for r in range(self.job.np) if r not in self.started]
-            return Outcome(TIMEOUT_EXIT_CODE, "start-timeout",
-                           f"rank{_s(missing)} {_list(missing)} did not start within "
-                           f"{self.job.start_timeout:g} s (--start-timeout) on "
-                           f"{self._hosts(missing)}: check that each can be reached (ssh) and "
-                           f"has Python and distrain at the same paths")
-        if self.kind == "lost":
-            return Outcome(TIMEOUT_EXIT_CODE, "lost",
-                           f"lost contact with rank{_s(self.lost)} {_list(self.lost)} on "
-                           f"{self._hosts(self.lost)}: no output or heartbeat "
-                           f"for {self.job.heartbeat_timeout:g} s (--heartbeat-timeout); the "
-                           f"host is down, its network cut, or its MPI daemon died. Stopped "
-                           f"every rank")
-        if self.kind == "rank":
-            return self._rank_failure()
-        vanished = [r for r in sorted(self.started) if self.ranks[r].exit_code is None]
-        if vanished:
-            return self._vanished(vanished)
-        if code != 0:
-            tail = "\n".join(f"    {line}" for line in self.mpirun_tail)
-            return Outcome(code if code > 0 else 128 - code, "mpirun",
-                           f"mpirun exited with code {code} and no rank reported a failure"
-                           + (f"; its last messages:\n{tail}" if tail else ""))
-        return Outcome(0, "ok")
-
-
-def _s(items) -> str:
-    return "s" if len(items) > 1 else ""
-
-
-def _list(items) -> str:
-    return ", ".join(map(str, items))
 
 
 def supervise(job: Job, console: Console, files: RankFiles | None = None) -> Outcome:

@@ -41,10 +41,10 @@ def _bars(report: Report) -> tuple[list[str], list[dict], list[float]]:
     phases = [{p: _ms(s.phases[p]) for p in PHASES} for s in report.ranks]
     totals = [_ms(s.total) for s in report.ranks]
     if report.prediction is not None:
-        predicted = report.prediction.get("phases") or {}
+        predicted = report.prediction.phases
         labels.append("predicted")
         phases.append({p: _ms(predicted.get(p)) for p in PHASES})
-        totals.append(_ms(report.prediction.get("total")))
+        totals.append(_ms(report.prediction.total))
     return labels, phases, totals
 
 

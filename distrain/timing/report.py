@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 from distrain import collectives
 from distrain.files import write_atomically
+from distrain.timing.predicted import PredictedStep
 from distrain.timing.summary import (TOTAL, Aggregate, RankSummary, aggregate, compare,
                                      summarize_rank)
 from distrain.timing.timer import PHASES, StepRecord
@@ -42,7 +43,7 @@ class Report:
         global_batch: samples per step across all ranks.
         ranks: one :class:`RankSummary` per rank, in rank order.
         aggregate: the cross-rank :class:`Aggregate`.
-        prediction: the cost model's dict, or None.
+        prediction: the cost model's :class:`PredictedStep`, or None.
         spans: per rank, its :class:`StepRecord` list (warm-up included) on one clock
             shared by every rank: rank 0's, with other ranks shifted by the difference of
             their wall-clock offsets.
@@ -53,12 +54,12 @@ class Report:
     global_batch: int
     ranks: list[RankSummary]
     aggregate: Aggregate
-    prediction: dict | None = None
+    prediction: PredictedStep | None = None
     spans: list[list[StepRecord]] = dataclasses.field(default_factory=list)
 
 
 def build_report(summaries: Sequence[RankSummary], spans: Sequence[Sequence[StepRecord]],
-                 warmup: int, global_batch: int, prediction: Mapping | None = None) -> Report:
+                 warmup: int, global_batch: int, prediction=None) -> Report:
     """Assembles a :class:`Report` from per-rank parts (no communication).
 
     Args:
@@ -66,17 +67,23 @@ def build_report(summaries: Sequence[RankSummary], spans: Sequence[Sequence[Step
         spans: per rank, the records for the trace (may be empty lists).
         warmup: the warm-up steps left out.
         global_batch: samples per step across all ranks.
-        prediction: the cost model's dict, an object with ``to_dict()`` giving it
-            (``distrain.costmodel.Prediction``), or None.
+        prediction: a ``distrain.costmodel.Prediction`` (read by its attributes), a
+            :class:`PredictedStep`, its JSON form (a mapping), or None.
 
     Returns:
         The report.
     """
-    if hasattr(prediction, "to_dict"):
-        prediction = prediction.to_dict()
     return Report(len(summaries), warmup, global_batch, list(summaries),
-                  aggregate(summaries, global_batch),
-                  None if prediction is None else dict(prediction), [list(s) for s in spans])
+                  aggregate(summaries, global_batch), _predicted(prediction),
+                  [list(s) for s in spans])
+
+
+def _predicted(prediction) -> PredictedStep | None:
+    if prediction is None or isinstance(prediction, PredictedStep):
+        return prediction
+    if isinstance(prediction, Mapping):
+        return PredictedStep.from_dict(prediction)
+    return PredictedStep.of(prediction)
 
 
 def _pack(records: Sequence[StepRecord]) -> list[tuple]:
@@ -93,7 +100,7 @@ def _unpack(packed: Sequence[tuple], shift: float) -> list[StepRecord]:
 
 
 def gather_report(timer, rank: int, host: str, warmup: int, global_batch: int,
-                  prediction: Mapping | None = None, comm=None,
+                  prediction=None, comm=None,
                   trace_steps: int | None = None) -> Report | None:
     """Gathers every rank's timing on rank 0. A collective: every rank must call it.
 
@@ -106,9 +113,8 @@ def gather_report(timer, rank: int, host: str, warmup: int, global_batch: int,
         host: this rank's host name.
         warmup: the first steps to leave out of the medians.
         global_batch: samples per step across all ranks.
-        prediction: the cost model's dict (or an object with ``to_dict()``); only rank
-            0's is used.
-        comm: anything with ``gather_objects(obj)``; the running backend when None.
+        prediction: as :func:`build_report` takes it; only rank 0's is used.
+        comm: anything with ``allgather_object(obj)``; distrain's collectives when None.
         trace_steps: send only the last this many steps' spans (None: all; 0: none).
             The medians always use every step.
 
@@ -127,8 +133,8 @@ def gather_report(timer, rank: int, host: str, warmup: int, global_batch: int,
     kept = records if trace_steps is None else records[max(0, len(records) - trace_steps):]
     offset = time.time() - timer.clock()
     if comm is None:
-        comm = collectives.backend()
-    gathered = comm.gather_objects((summary, offset, _pack(kept)))
+        comm = collectives
+    gathered = comm.allgather_object((summary, offset, _pack(kept)))
     order = [s.rank for s, _, _ in gathered]
     if order != list(range(len(gathered))):
         raise ValueError(f"gather_report: ranks passed rank={order} in communicator order; "
@@ -225,33 +231,32 @@ def _comparison_lines(report: Report) -> list[str]:
             "measured) / measured)", *_table(["phase", "predicted", "measured", "error"], rows)]
 
 
-def _submodel_lines(prediction: Mapping) -> list[str]:
-    terms = [(str(m.get("name", "?")), float(m.get("seconds", math.nan)))
-             for m in prediction.get("submodels") or []]
+def _submodel_lines(prediction: PredictedStep) -> list[str]:
+    terms = [(name, math.nan if s is None else float(s)) for name, s in prediction.submodels]
     if not terms:
         return []
-    if prediction.get("call_overhead") is not None:
-        terms.append(("(call overhead)", float(prediction["call_overhead"])))
+    if prediction.call_overhead is not None:
+        terms.append(("(call overhead)", float(prediction.call_overhead)))
     rows = [[name, _ms(s)] for name, s in terms]
     rows.append(["sum", _ms(math.fsum(s for _, s in terms))])
     return ["", "sub-models (predicted forward + backward on the per-rank batch, ms)",
             *_table(["sub-model", "ms"], rows)]
 
 
-def _communication_lines(prediction: Mapping) -> list[str]:
+def _communication_lines(prediction: PredictedStep) -> list[str]:
     terms = []
-    if prediction.get("alpha") is not None:
-        terms.append(f"alpha {_number(prediction['alpha'] * 1e6, '.2f')} us")
-    if prediction.get("beta") is not None:
-        bandwidth = f" ({_number(1e-9 / prediction['beta'], '.2f')} GB/s)" \
-            if prediction["beta"] > 0 else ""
-        terms.append(f"beta {_number(prediction['beta'] * 1e9, '.4f')} ns/byte{bandwidth}")
-    if prediction.get("gamma") is not None:
-        terms.append(f"gamma {_number(prediction['gamma'] * 1e9, '.4f')} ns/byte")
+    alpha, beta, gamma = prediction.alpha, prediction.beta, prediction.gamma
+    if alpha is not None:
+        terms.append(f"alpha {_number(alpha * 1e6, '.2f')} us")
+    if beta is not None:
+        bandwidth = f" ({_number(1e-9 / beta, '.2f')} GB/s)" if beta > 0 else ""
+        terms.append(f"beta {_number(beta * 1e9, '.4f')} ns/byte{bandwidth}")
+    if gamma is not None:
+        terms.append(f"gamma {_number(gamma * 1e9, '.4f')} ns/byte")
     lines = ["", "communication model: " + ", ".join(terms)] if terms else []
-    phases = prediction.get("phases") or {}
-    if prediction.get("allreduce_host") is not None and phases.get("allreduce") is not None:
-        host, wait = float(prediction["allreduce_host"]), float(prediction.get("wait") or 0)
+    phases = prediction.phases
+    if prediction.allreduce_host is not None and phases.get("allreduce") is not None:
+        host, wait = float(prediction.allreduce_host), float(prediction.wait or 0)
         lines.append(f"predicted allreduce {_ms(phases['allreduce'])} ms = host share "
                      f"{_ms(host)} + negotiation and messages "
                      f"{_ms(phases['allreduce'] - host - wait)} + "
@@ -259,20 +264,20 @@ def _communication_lines(prediction: Mapping) -> list[str]:
     return lines
 
 
-def _whatif_lines(prediction: Mapping) -> list[str]:
+def _whatif_lines(prediction: PredictedStep) -> list[str]:
     rows = [[str(w.get("ranks", "?")), _ms(w.get("step_s")),
              _number(w.get("samples_per_s"), ",.1f"),
              _number(w["efficiency"] * 100 if w.get("efficiency") is not None else None,
-                     ".1f", "%")] for w in prediction.get("whatif") or []]
+                     ".1f", "%")] for w in prediction.whatif]
     if not rows:
         return []
     return ["", "what-if (same per-rank batch; efficiency 100% = linear scaling)",
             *_table(["ranks", "step ms", "samples/s", "efficiency"], rows, left=0)]
 
 
-def _fusion_lines(prediction: Mapping) -> list[str]:
-    recommended = prediction.get("recommended_fusion_threshold")
-    current = prediction.get("fusion_threshold")
+def _fusion_lines(prediction: PredictedStep) -> list[str]:
+    recommended = prediction.recommended_fusion_threshold
+    current = prediction.fusion_threshold
     if recommended is None:
         return [] if current is None else [f"fusion threshold: {_bytes(current)}"]
     now = "" if current is None else f" (now {_bytes(current)})"
@@ -342,7 +347,7 @@ def report_to_json(report: Report) -> dict:
         "comparison": {c.phase: {"predicted_s": c.predicted, "measured_s": c.measured,
                                  "error_pct": c.error_pct}
                        for c in compare(agg, report.prediction)},
-        "prediction": report.prediction,
+        "prediction": None if report.prediction is None else report.prediction.to_dict(),
     }
     return _plain(data)
 

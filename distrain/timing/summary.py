@@ -196,20 +196,21 @@ def _seconds(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def compare(result: Aggregate, prediction: Mapping | None) -> list[Comparison]:
+def compare(result: Aggregate, prediction) -> list[Comparison]:
     """Predicted against measured for each phase and the step total.
 
     Args:
         result: the measured :class:`Aggregate`.
-        prediction: the cost model's dict (``{"phases": {phase: s}, "total": s, ...}``) or
-            None; missing phases count as not predicted.
+        prediction: anything with ``phases`` (``{phase: seconds}``) and ``total``
+            attributes (a :class:`~distrain.timing.predicted.PredictedStep`), or None;
+            missing phases count as not predicted.
 
     Returns:
         One :class:`Comparison` per phase of ``PHASES``, then ``"total"``.
     """
-    predicted = dict((prediction or {}).get("phases") or {})
+    predicted = {} if prediction is None else dict(prediction.phases or {})
     if prediction is not None:
-        predicted[TOTAL] = prediction.get(TOTAL)
+        predicted[TOTAL] = prediction.total
     rows = []
     for phase in PHASES + (TOTAL,):
         guess = _seconds(predicted.get(phase))

@@ -14,7 +14,9 @@ import dataclasses
 import os
 import re
 
+from distrain.environment import BACKENDS
 from distrain.errors import UsageError
+from distrain.ops import COMPRESSIONS
 
 __all__ = ["TrainConfig", "build_parser", "config_from_argv", "BUILTIN_MODELS",
            "BUILTIN_DATASETS"]
@@ -121,11 +123,12 @@ class TrainConfig:
                              f"npz:PATH of a .npz with x_train and y_train")
         if self.optimizer not in ("sgd", "adam"):
             raise UsageError(f"unknown optimizer {self.optimizer!r}: use sgd or adam")
-        if self.compression not in ("none", "fp16", "bf16"):
-            raise UsageError(f"unknown compression {self.compression!r}: use none, fp16, bf16")
-        if self.backend not in ("auto", "mpi", "horovod", "local"):
-            raise UsageError(f"unknown backend {self.backend!r}: use auto, mpi, horovod or "
-                             f"local")
+        if self.compression not in COMPRESSIONS:
+            raise UsageError(f"unknown compression {self.compression!r}: use "
+                             f"{', '.join(COMPRESSIONS)}")
+        if self.backend not in ("auto",) + BACKENDS:
+            raise UsageError(f"unknown backend {self.backend!r}: use auto, "
+                             f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
         if (self.resume or self.checkpoint_every) and not self.checkpoint_dir:
             raise UsageError("--resume and --checkpoint-every need --checkpoint-dir DIR")
 

@@ -9,24 +9,21 @@ from __future__ import annotations
 import os
 
 from distrain import environment as env
+from distrain.run.rank import threads_per_rank
 from distrain.tfimport import import_tensorflow
 
 __all__ = ["fair_threads", "quiet_tensorflow", "configure_tensorflow"]
 
 
 def fair_threads(local_size: int, cores: int | None = None) -> int:
-    """Cores per rank on this host, at least 1.
+    """Cores per rank on this host, at least 1: the share distrain-run's rank wrapper
+    exports (:func:`distrain.run.rank.threads_per_rank`).
 
     Args:
         local_size: ranks on this host.
         cores: the host's usable cores; this process's CPU affinity when None.
     """
-    if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-    return max(1, cores // max(1, local_size))
+    return threads_per_rank(local_size, cores)
 
 
 def quiet_tensorflow() -> None:

@@ -50,7 +50,7 @@ def _agree(action):
     except UsageError as exc:
         value, problem = None, str(exc)
     if distrain.size() > 1:
-        problems = distrain.collectives.backend().gather_objects(problem)
+        problems = distrain.allgather_object(problem)
         problem = next((p for p in problems if p), None)
     if problem:
         raise UsageError(problem)
@@ -104,7 +104,7 @@ def _save(config, model, optimizer, step, epoch, size, printer):
 
 def _check_consistency(model, step: int) -> None:
     digest = checkpoint.weights_digest(np.asarray(v) for v in model.trainable_variables)
-    digests = distrain.collectives.backend().gather_objects(digest)
+    digests = distrain.allgather_object(digest)
     diverged = [r for r, d in enumerate(digests) if d != digests[0]]
     if diverged:
         raise DivergenceError(
@@ -149,7 +149,7 @@ def run(config: TrainConfig) -> TrainResult:
     distrain.broadcast_variables(list(model.weights) + optimizer_variables(optimizer),
                                  root_rank=0)
     digest = checkpoint.weights_digest(np.asarray(v) for v in model.weights)
-    printer.line(f"distrain: {size} rank(s), backend {distrain.collectives.backend().name}, "
+    printer.line(f"distrain: {size} rank(s), backend {distrain.collectives.backend_name()}, "
                  f"{device}; model {config.model} ({model.count_params():,} parameters), "
                  f"dataset {data.name}, global batch {config.global_batch_size(size)}, "
                  f"{steps} steps/epoch")
@@ -216,7 +216,7 @@ def _should_resume(config, rank: int) -> bool:
     import os
     found = rank == 0 and os.path.isfile(os.path.join(config.checkpoint_dir,
                                                       checkpoint.CHECKPOINT_NAME))
-    return bool(distrain.collectives.backend().gather_objects(found)[0])
+    return bool(distrain.allgather_object(found)[0])
 
 
 def _report(config, timer, prediction, size, printer, final: bool) -> None:
@@ -226,7 +226,7 @@ def _report(config, timer, prediction, size, printer, final: bool) -> None:
     trace = final and config.timeline is not None
     report = gather_report(timer, distrain.rank(), socket.gethostname(), config.timing_warmup,
                            config.global_batch_size(size),
-                           prediction.to_dict() if prediction else None,
+                           prediction,
                            trace_steps=None if trace else 0)
     if report is None:
         return
@@ -256,7 +256,7 @@ def _predict(config, model, optimizer, data):
         comm, sync=distrain.barrier,
         agree=lambda rounds: distrain.allreduce(np.int64(rounds), op=distrain.Max,
                                                 name="cost model rounds"))
-    return costmodel.combine(distrain.collectives.backend().gather_objects(mine))
+    return costmodel.combine(distrain.allgather_object(mine))
 
 
 def _evaluate(model, data, rank: int, size: int, batch_size: int) -> float | None:

@@ -60,7 +60,7 @@ def test_collective_suite_on_the_horovod_backend():
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("program", ["horovod_style_keras.py", "horovod_style_tape.py"])
 def test_horovod_programs_on_the_horovod_backend(program):
-    result = horovodrun(2, [os.path.join("tests", "programs", program)], 150)
+    result = horovodrun(2, [os.path.join("tests", "user_programs", program)], 150)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json_rows(untag(result.stdout))
     assert len(rows) == 2 and rows[0]["digest"] == rows[1]["digest"]

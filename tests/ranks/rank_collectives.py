@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import distrain as hvd
-from distrain.buffers import bfloat16
+from distrain.engine.buffers import bfloat16
 
 hvd.init()
 RANK, SIZE = hvd.rank(), hvd.size()

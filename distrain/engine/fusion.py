@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from distrain.buffers import wire_dtype_for
+from distrain.engine.buffers import wire_dtype_for
 
 __all__ = ["Direct", "Bucket", "plan_fusion", "chunks", "DEFAULT_FUSION_THRESHOLD",
            "DEFAULT_CHUNK_BYTES"]
@@ -55,7 +55,7 @@ class Bucket:
 
 
 def plan_fusion(shapes: Sequence[Sequence[int]], dtypes: Sequence, threshold: int,
-                direct_min_bytes: int, compression_dtype: str | None = None):
+                direct_min_bytes: int, wire_dtype: str | None = None):
     """Cuts a tensor list into direct reductions and fusion buckets.
 
     Args:
@@ -63,7 +63,7 @@ def plan_fusion(shapes: Sequence[Sequence[int]], dtypes: Sequence, threshold: in
         dtypes: each tensor's dtype.
         threshold: the most bytes one bucket holds; 0 puts every tensor in its own message.
         direct_min_bytes: tensors this large that need no cast are reduced in place.
-        compression_dtype: the wire dtype of floating-point tensors, or None.
+        wire_dtype: the wire dtype of floating-point tensors, or None.
 
     Returns:
         A list of :class:`Direct` and :class:`Bucket`, in the order they are issued. Empty
@@ -87,15 +87,15 @@ def plan_fusion(shapes: Sequence[Sequence[int]], dtypes: Sequence, threshold: in
         count = int(np.prod(shape, dtype=np.int64))
         if count == 0:
             continue
-        wire = wire_dtype_for(dtype, compression_dtype)
-        nbytes = count * wire.itemsize
-        if wire == dtype and nbytes >= direct_min_bytes:
+        sent_as = wire_dtype_for(dtype, wire_dtype)
+        nbytes = count * sent_as.itemsize
+        if sent_as == dtype and nbytes >= direct_min_bytes:
             plan.append(Direct(index))
             continue
-        if wire in open_buckets and used[wire] + nbytes > threshold:
-            close(wire)
-        open_buckets.setdefault(wire, []).append((index, count))
-        used[wire] = used.get(wire, 0) + nbytes
+        if sent_as in open_buckets and used[sent_as] + nbytes > threshold:
+            close(sent_as)
+        open_buckets.setdefault(sent_as, []).append((index, count))
+        used[sent_as] = used.get(sent_as, 0) + nbytes
     for dtype in list(open_buckets):
         close(dtype)
     return plan

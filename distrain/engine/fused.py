@@ -13,8 +13,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from distrain.buffers import ALIGNMENT, FLOAT_DTYPES, aligned_empty
-from distrain.fusion import Bucket, Direct, chunks, plan_fusion
+from distrain.engine.buffers import ALIGNMENT, FLOAT_DTYPES, aligned_empty
+from distrain.engine.fusion import Bucket, Direct, chunks, plan_fusion
 from distrain.ops import ReduceOp
 
 __all__ = ["Transport", "FusedEngine"]
@@ -64,13 +64,13 @@ class FusedEngine:
                                      recv[start:stop], op)
 
     def allreduce(self, arrays: Sequence[np.ndarray], op: ReduceOp,
-                  compression_dtype: str | None = None) -> list[np.ndarray]:
+                  wire_dtype: str | None = None) -> list[np.ndarray]:
         """Reduces every array across ranks.
 
         Args:
             arrays: C-contiguous arrays, the same shapes and dtypes on every rank.
             op: the reduction.
-            compression_dtype: the wire dtype of floating-point arrays, or None.
+            wire_dtype: the wire dtype of floating-point arrays, or None.
 
         Returns:
             New aligned arrays, one per input, with the inputs' shapes and dtypes.
@@ -78,7 +78,7 @@ class FusedEngine:
         size = self.transport.size
         outputs: list = [None] * len(arrays)
         plan = plan_fusion([a.shape for a in arrays], [a.dtype for a in arrays],
-                           self.fusion_threshold, self.chunk_bytes, compression_dtype)
+                           self.fusion_threshold, self.chunk_bytes, wire_dtype)
         with self.lock:
             for group in plan:
                 if isinstance(group, Direct):

@@ -44,18 +44,18 @@ def is_aligned(array: np.ndarray) -> bool:
     return array.ctypes.data % ALIGNMENT == 0
 
 
-def wire_dtype_for(dtype, compression_dtype: str | None) -> np.dtype:
+def wire_dtype_for(dtype, wire_dtype: str | None) -> np.dtype:
     """The dtype a tensor travels in: the compression's for wider floats, else its own.
 
     Args:
         dtype: the tensor's dtype.
-        compression_dtype: ``"float16"``, ``"bfloat16"`` or None.
+        wire_dtype: the compression's wire dtype, ``"float16"``, ``"bfloat16"`` or None.
 
     Returns:
         The wire dtype.
     """
     dtype = np.dtype(dtype)
-    if compression_dtype is None or dtype not in FLOAT_DTYPES:
+    if wire_dtype is None or dtype not in FLOAT_DTYPES:
         return dtype
-    wire = np.dtype(bfloat16) if compression_dtype == "bfloat16" else np.dtype(compression_dtype)
-    return wire if wire.itemsize < dtype.itemsize else dtype
+    narrow = np.dtype(bfloat16) if wire_dtype == "bfloat16" else np.dtype(wire_dtype)
+    return narrow if narrow.itemsize < dtype.itemsize else dtype

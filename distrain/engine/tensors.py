@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from distrain.buffers import is_aligned
+from distrain.engine.buffers import is_aligned
 
 __all__ = ["Kind", "kind_of", "to_numpy", "from_numpy", "is_symbolic", "is_indexed_slices",
            "graph_collective"]

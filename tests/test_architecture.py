@@ -1,0 +1,86 @@
+"""The import rules of docs/architecture.md."""
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "distrain"
+CORE = ["__init__.py", "environment.py", "ops.py", "errors.py", "files.py", "failfast.py",
+        "tfimport.py", "keras_compat.py", "collectives.py", "engine", "backends", "keras",
+        "tensorflow"]
+ABOVE_THE_CORE = ("train", "timing", "costmodel", "bench")
+ABOVE_THE_COLLECTIVES = ("train", "timing", "costmodel", "bench", "run")
+
+
+def _modules(*names: str) -> list[pathlib.Path]:
+    paths = []
+    for name in names:
+        path = PACKAGE / name
+        paths.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    return paths
+
+
+def _imports(path: pathlib.Path) -> list[str]:
+    """Every module ``path`` imports, at any depth (function-level imports included);
+    ``from distrain import x`` counts as ``distrain.x``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append(node.module)
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _name(path: pathlib.Path) -> str:
+    return str(path.relative_to(PACKAGE.parent))
+
+
+def test_the_core_never_imports_the_layers_above_it():
+    above = tuple(f"distrain.{layer}" for layer in ABOVE_THE_CORE)
+    found = [f"{_name(path)} imports {module}" for path in _modules(*CORE)
+             for module in _imports(path)
+             if module in above or module.startswith(tuple(a + "." for a in above))]
+    assert found == []
+
+
+def test_the_engine_imports_only_ops_and_itself_and_neither_mpi_nor_tensorflow():
+    found = [f"{_name(path)} imports {module}" for path in _modules("engine")
+             for module in _imports(path)
+             if module.split(".")[0] in ("mpi4py", "tensorflow", "keras", "horovod")
+             or (module.startswith("distrain") and module != "distrain"
+                 and not module.startswith(("distrain.ops", "distrain.engine")))]
+    assert found == []
+
+
+def test_nothing_above_the_collective_layer_reaches_into_a_backend():
+    found = []
+    for path in _modules(*ABOVE_THE_COLLECTIVES):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr == "backend":
+                found.append(f"{_name(path)}:{node.lineno} calls .backend()")
+            if isinstance(node, ast.Attribute) and node.attr in ("engine", "transport"):
+                found.append(f"{_name(path)}:{node.lineno} reads .{node.attr}")
+    assert found == []
+
+
+@pytest.mark.timeout(120)
+def test_the_launcher_process_loads_neither_tensorflow_nor_mpi4py():
+    modules = sorted(f"distrain.run.{p.stem}" for p in (PACKAGE / "run").glob("*.py")
+                     if p.stem != "__main__")
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "import distrain\n"
+            "from distrain.run.cli import build_parser\n"
+            "build_parser().parse_args(['-np', '2', 'python', 'train.py'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'tensorflow', 'keras', 'mpi4py', 'numpy', 'horovod'}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
