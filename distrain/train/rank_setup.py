@@ -1,7 +1,9 @@
 """A rank's runtime setup before training: threads, devices, seeds.
 
-Every rank gets a fair share of the host's cores (cores / ranks on the host) unless told
-otherwise, one GPU per local rank where GPUs exist (with memory growth), and a seed derived
+Every rank gets ``--threads`` TensorFlow threads, else ``TF_NUM_INTRAOP_THREADS`` where it is
+set (distrain-run's rank wrapper sets it to the fair share unless the user set it: a compose
+run, whose containers share one machine's cores, sets 1), else a fair share of the host's
+cores (cores / ranks on the host), one GPU per local rank where GPUs exist (with memory growth), and a seed derived
 from the base seed and its rank.
 """
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import os
 
 from distrain import environment as env
+from distrain.errors import UsageError
 from distrain.run.rank import threads_per_rank
 from distrain.tfimport import import_tensorflow
 
-__all__ = ["fair_threads", "quiet_tensorflow", "configure_tensorflow"]
+__all__ = ["fair_threads", "rank_threads", "quiet_tensorflow", "configure_tensorflow"]
 
 
 def fair_threads(local_size: int, cores: int | None = None) -> int:
@@ -24,6 +27,29 @@ def fair_threads(local_size: int, cores: int | None = None) -> int:
         cores: the host's usable cores; this process's CPU affinity when None.
     """
     return threads_per_rank(local_size, cores)
+
+
+def rank_threads(threads: int | None, local_size: int, environ=None) -> int:
+    """This rank's TensorFlow intra-op threads.
+
+    Args:
+        threads: ``--threads``, or None.
+        local_size: ranks on this host.
+        environ: where ``TF_NUM_INTRAOP_THREADS`` is read; ``os.environ`` when None.
+
+    Returns:
+        ``threads``, else ``TF_NUM_INTRAOP_THREADS`` when set, else :func:`fair_threads`.
+
+    Raises:
+        UsageError: ``TF_NUM_INTRAOP_THREADS`` is not a whole number of at least 1.
+    """
+    if threads:
+        return threads
+    try:
+        exported = env.int_setting(env.TF_NUM_INTRAOP_THREADS, 0, environ, minimum=1)
+    except ValueError as exc:
+        raise UsageError(f"{exc}; set a whole number of threads, or unset it") from None
+    return exported or fair_threads(local_size)
 
 
 def quiet_tensorflow() -> None:

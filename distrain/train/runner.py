@@ -15,7 +15,7 @@ from distrain.train import checkpoint, data as datasets
 from distrain.train.config import TrainConfig
 from distrain.train.models import build_model
 from distrain.train.progress import Printer
-from distrain.train.rank_setup import configure_tensorflow, fair_threads, quiet_tensorflow
+from distrain.train.rank_setup import configure_tensorflow, quiet_tensorflow, rank_threads
 from distrain.train.step import TrainStep, learning_rate_at
 
 __all__ = ["run", "TrainResult", "DivergenceError"]
@@ -128,7 +128,7 @@ def run(config: TrainConfig) -> TrainResult:
     """
     world = env.detect_world()
     quiet_tensorflow()
-    threads = config.threads or fair_threads(world.local_size)
+    threads = rank_threads(config.threads, world.local_size)
     device = configure_tensorflow(threads, world.local_rank, config.seed + world.rank)
     distrain.init(None if config.backend == "auto" else config.backend)
     rank, size = distrain.rank(), distrain.size()
