@@ -7,7 +7,6 @@ Faults: a rank on one host is killed; one host's link is cut (``ip link set ... 
 Each must end the job with a clear error, never a hang.
 """
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,14 +14,11 @@ import time
 
 import pytest
 
+from distrain.bench.netns import NamespaceHosts, requirements_problem
+
 from run_helpers import wait_gone
 
 pytestmark = pytest.mark.mpi
-
-TAG = f"dr{os.getpid() % 100000}"
-SUBNET = f"10.213.{os.getpid() % 200 + 20}"
-HOSTS = {f"{SUBNET}.1": f"{TAG}a", f"{SUBNET}.2": f"{TAG}b"}   # address -> namespace
-BRIDGE = f"{TAG}br"
 
 TRAIN = """
 import os, sys, time
@@ -44,78 +40,28 @@ print(f"{os.uname().nodename} rank {rank}/{size} w={np.round(w, 3).tolist()} "
 """
 
 
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-# A Docker engine sets iptables' FORWARD policy to DROP, which also drops the traffic bridged
-# between the namespaces (br_netfilter): accept it for this bridge while the tests run.
-_FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
-
-
-def _iptables(action: str) -> None:
-    if shutil.which("iptables") is not None:
-        subprocess.run(["iptables", "-w", "5", action, *_FORWARD_RULE], capture_output=True)
-
-
-def _teardown():
-    _iptables("-D")
-    for namespace in HOSTS.values():
-        pids = _ip("netns", "pids", namespace, check=False).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
-        _ip("netns", "del", namespace, check=False)
-    for index in range(len(HOSTS)):
-        _ip("link", "del", f"{TAG}v{index}", check=False)   # a pinned namespace keeps them
-    _ip("link", "del", BRIDGE, check=False)
-
-
 @pytest.fixture(scope="module")
-def hosts(tmp_path_factory):
-    """Two namespaced hosts; yields (their addresses, the rsh agent, the root-side links)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("unshare") is None:
-        pytest.skip("network namespaces need root, iproute2's ip and util-linux's unshare")
-    links = {}
+def hosts():
+    """Two namespaced hosts (:class:`distrain.bench.netns.NamespaceHosts`, no rate limit)."""
+    problem = requirements_problem()
+    if problem:
+        pytest.skip(problem)
+    made = NamespaceHosts(2)
     try:
-        _ip("link", "add", BRIDGE, "type", "bridge")
-        _ip("addr", "add", f"{SUBNET}.254/24", "dev", BRIDGE)
-        _ip("link", "set", BRIDGE, "up")
-        _iptables("-I")
-        for index, (address, namespace) in enumerate(HOSTS.items()):
-            link = links[address] = f"{TAG}v{index}"
-            _ip("netns", "add", namespace)
-            _ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns",
-                namespace)
-            _ip("link", "set", link, "master", BRIDGE, "up")
-            _ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
-            _ip("-n", namespace, "link", "set", "eth0", "up")
-            _ip("-n", namespace, "link", "set", "lo", "up")
-    except subprocess.CalledProcessError as exc:
-        _teardown()
-        pytest.skip(f"cannot create network namespaces here: {exc.stderr.strip()}")
-    agent = tmp_path_factory.mktemp("agent") / "netns-rsh"
-    cases = "\n".join(f'  {address}) ns={namespace} ;;' for address, namespace in HOSTS.items())
-    agent.write_text(f"""#!/bin/sh
-# rsh agent for Open MPI: "agent HOST COMMAND..." runs COMMAND inside HOST's namespace.
-host="$1"; shift
-case "$host" in
-{cases}
-  *) echo "netns-rsh: unknown host $host" >&2; exit 255 ;;
-esac
-exec ip netns exec "$ns" unshare --uts sh -c 'hostname "$0"; exec sh -c "$1"' "$ns" "$*"
-""")
-    agent.chmod(0o755)
-    yield list(HOSTS), str(agent), links
-    _teardown()
+        made.__enter__()
+    except RuntimeError as exc:
+        pytest.skip(f"cannot create network namespaces here: {exc}")
+    yield made
+    made.close()
 
 
-def _argv(addresses, agent, *extra, steps=10, pause=0.0, pid_dir="."):
-    hosts = ",".join(f"{address}:1" for address in addresses)
-    return ["distrain-run", "-np", "2", "-H", hosts, "--network-interfaces", f"{SUBNET}.0/24",
-            "--mpi-args", f"--prtemca plm_ssh_agent {agent} --mca btl self,tcp", *extra,
+def _names(hosts) -> dict:
+    """address -> the host name its rank reports (its namespace's)."""
+    return dict(zip(hosts.addresses, hosts.namespaces))
+
+
+def _argv(hosts, *extra, steps=10, pause=0.0, pid_dir="."):
+    return ["distrain-run", "-np", "2", *hosts.launch_args(), *extra,
             sys.executable, "-c", TRAIN, str(pid_dir), str(steps), str(pause)]
 
 
@@ -132,13 +78,12 @@ def _wait_for_pids(pid_dir, proc, count=2, timeout=30.0):
 
 @pytest.mark.timeout(40)
 def test_training_runs_across_two_hosts_over_tcp(hosts, tmp_path):
-    addresses, agent, _ = hosts
-    done = subprocess.run(_argv(addresses, agent, pid_dir=tmp_path), capture_output=True,
+    done = subprocess.run(_argv(hosts, pid_dir=tmp_path), capture_output=True,
                           text=True, timeout=35)
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if " rank " in line]
     assert len(lines) == 2
-    names = sorted(HOSTS.values())
+    names = sorted(hosts.namespaces)
     assert lines[0].startswith(f"[0]<stdout>: {names[0]} rank 0/2") or \
         lines[1].startswith(f"[0]<stdout>: {names[0]} rank 0/2")
     assert any(line.startswith(f"[1]<stdout>: {names[1]} rank 1/2") for line in lines)
@@ -148,8 +93,8 @@ def test_training_runs_across_two_hosts_over_tcp(hosts, tmp_path):
 
 @pytest.mark.timeout(40)
 def test_killing_one_hosts_rank_ends_the_job_naming_it(hosts, tmp_path):
-    addresses, agent, _ = hosts
-    proc = subprocess.Popen(_argv(addresses, agent, steps=100000, pause=0.01,
+    addresses, names = hosts.addresses, _names(hosts)
+    proc = subprocess.Popen(_argv(hosts, steps=100000, pause=0.01,
                                   pid_dir=tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -162,8 +107,8 @@ def test_killing_one_hosts_rank_ends_the_job_naming_it(hosts, tmp_path):
     # rank 1's wrapper reports the kill. On a loaded machine rank 0 can abort first (Open
     # MPI's code 14 on losing its peer) and mpirun's teardown drop rank 1's record in flight:
     # then rank 0's exit is what distrain-run heard of first, and names the job's end.
-    killed = f"rank 1 on host {HOSTS[addresses[1]]} ({addresses[1]}) was killed by SIGKILL"
-    aborted = f"rank 0 on host {HOSTS[addresses[0]]} ({addresses[0]}) exited with code 14"
+    killed = f"rank 1 on host {names[addresses[1]]} ({addresses[1]}) was killed by SIGKILL"
+    aborted = f"rank 0 on host {names[addresses[0]]} ({addresses[0]}) exited with code 14"
     assert (killed in err and proc.returncode == 128 + signal.SIGKILL) or (
         aborted in err and proc.returncode == 14), err
     assert not wait_gone(pids.values())
@@ -181,23 +126,24 @@ def test_killing_one_hosts_rank_ends_the_job_naming_it(hosts, tmp_path):
 ])
 def test_cutting_one_hosts_link_ends_the_job_within_the_timeouts(hosts, tmp_path, watch, flags,
                                                                  expected):
-    addresses, agent, links = hosts
-    proc = subprocess.Popen(_argv(addresses, agent, *flags, steps=100000, pause=0.01,
+    addresses, names = hosts.addresses, _names(hosts)
+    links = dict(zip(addresses, hosts.links))
+    proc = subprocess.Popen(_argv(hosts, *flags, steps=100000, pause=0.01,
                                   pid_dir=tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         pids = _wait_for_pids(tmp_path, proc)
         time.sleep(0.5)
-        _ip("link", "set", links[addresses[1]], "down")
+        subprocess.run(["ip", "link", "set", links[addresses[1]], "down"], check=True)
         out, err = proc.communicate(timeout=30)
     finally:
-        _ip("link", "set", links[addresses[1]], "up", check=False)
+        subprocess.run(["ip", "link", "set", links[addresses[1]], "up"])
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 124, err
     for words in expected:
         choices = words if isinstance(words, tuple) else (words,)
-        assert any(w.format(a=HOSTS[addresses[0]], b=HOSTS[addresses[1]], aip=addresses[0],
+        assert any(w.format(a=names[addresses[0]], b=names[addresses[1]], aip=addresses[0],
                             bip=addresses[1]) in err
                    for w in choices), err
     # While the link is down nothing can reach the cut host's daemon; once it is back, the

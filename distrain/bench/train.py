@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                "global_batch": args.batch_size * size, "steps": args.steps,
                "step_ms": round(slowest * 1e3, 3),
                "samples_per_s": round(args.batch_size * size / slowest, 1),
+               "gradient_bytes": result.gradient_bytes,
                "rank0_phase_ms": {k: round(v * 1e3, 3) for k, v in phases.items()}}
     if distrain.rank() == 0:
         if args.json:

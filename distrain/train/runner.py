@@ -37,6 +37,7 @@ class TrainResult:
     timer: StepTimer
     resumed_from: int | None = None
     prediction: object = None  # a distrain.costmodel.Prediction when the cost model ran
+    gradient_bytes: int = 0    # the bytes of one rank's gradients, as allreduced (no wire cast)
 
 
 def _agree(action):
@@ -203,7 +204,8 @@ def run(config: TrainConfig) -> TrainResult:
         _report(config, timer, prediction, size, printer, final=True)
     return TrainResult(step, loss, accuracy, test_accuracy,
                        checkpoint.weights_digest(np.asarray(v) for v in model.weights), timer,
-                       start_step if resume else None, prediction)
+                       start_step if resume else None, prediction,
+                       sum(np.asarray(v).nbytes for v in model.trainable_variables))
 
 
 def _should_resume(config, rank: int) -> bool:

@@ -1,0 +1,153 @@
+"""Hosts on one machine for the network benchmark: network namespaces on a bridge, each link
+limited in both directions by ``tc qdisc ... tbf``.
+
+Each host is a namespace with its own address on a Linux bridge, over a veth pair. Open MPI
+reaches it through an rsh agent that enters the namespace (``ip netns exec``) where it would
+ssh. A token-bucket filter on both ends of each veth caps what crosses the link (measured
+here: 0.96 Gbit/s through a 1gbit tbf between two namespaces). Needs root, iproute2 and
+util-linux; iptables' FORWARD rule for the bridge is added where iptables exists (a Docker
+engine sets its policy to DROP).
+
+Example:
+    >>> with NamespaceHosts(2, rate="1gbit") as hosts:        # doctest: +SKIP
+    ...     argv = ["distrain-run", "-np", "2", *hosts.launch_args(), "python", "train.py"]
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+__all__ = ["NamespaceHosts", "parse_rate", "requirements_problem"]
+
+_RATE = re.compile(r"(\d+(?:\.\d+)?)([kmg]?)bit")
+_SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def parse_rate(text: str) -> float | None:
+    """``"1gbit"`` -> 1e9 bits/s; ``"none"`` -> None (no limit).
+
+    Raises:
+        ValueError: not ``N[k|m|g]bit`` or ``none``.
+    """
+    if text == "none":
+        return None
+    match = _RATE.fullmatch(text.lower())
+    if not match or float(match[1]) <= 0:
+        raise ValueError(f"rate {text!r}: write e.g. 1gbit, 500mbit, 10gbit or none")
+    return float(match[1]) * _SCALE[match[2]]
+
+
+def requirements_problem() -> str:
+    """Why namespace hosts cannot be made here, or ``""``."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    for tool in ("ip", "tc", "unshare"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install iproute2 util-linux)"
+    return ""
+
+
+class NamespaceHosts:
+    """``count`` namespaced hosts; a context manager that removes them on exit.
+
+    Args:
+        count: the number of hosts.
+        rate: each link's limit (``"1gbit"``), or None for none.
+    """
+
+    def __init__(self, count: int, rate: str | None = None):
+        self.tag = f"db{os.getpid() % 100000}"
+        self.subnet = f"10.214.{os.getpid() % 200 + 20}"
+        self.addresses = [f"{self.subnet}.{i + 1}" for i in range(count)]
+        self.namespaces = [f"{self.tag}h{i}" for i in range(count)]
+        self.links = [f"{self.tag}v{i}" for i in range(count)]
+        self.bridge = f"{self.tag}br"
+        self.rate = rate
+        self.bits_per_second = parse_rate(rate) if rate else None
+        self._dir = tempfile.mkdtemp(prefix="distrain-netns-")
+        self.agent = os.path.join(self._dir, "netns-rsh")
+
+    def __enter__(self) -> "NamespaceHosts":
+        try:
+            self._make()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def launch_args(self) -> list[str]:
+        """distrain-run's flags for one rank per host over TCP (Open MPI 5's flags)."""
+        return ["-H", ",".join(f"{address}:1" for address in self.addresses),
+                "--network-interfaces", f"{self.subnet}.0/24",
+                "--mpi-args", f"--prtemca plm_ssh_agent {self.agent} --mca btl self,tcp"]
+
+    def _make(self) -> None:
+        _run("ip", "link", "add", self.bridge, "type", "bridge")
+        _run("ip", "addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
+        _run("ip", "link", "set", self.bridge, "up")
+        self._iptables("-I")
+        for address, namespace, link in zip(self.addresses, self.namespaces, self.links):
+            _run("ip", "netns", "add", namespace)
+            _run("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns",
+                 namespace)
+            _run("ip", "link", "set", link, "master", self.bridge, "up")
+            _run("ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
+            _run("ip", "-n", namespace, "link", "set", "eth0", "up")
+            _run("ip", "-n", namespace, "link", "set", "lo", "up")
+            if self.bits_per_second:
+                for prefix in ([], ["ip", "netns", "exec", namespace]):
+                    _run(*prefix, "tc", "qdisc", "add", "dev", "eth0" if prefix else link,
+                         "root", *_tbf(self.bits_per_second))
+        cases = "\n".join(f"  {a}) ns={n} ;;" for a, n in zip(self.addresses, self.namespaces))
+        with open(self.agent, "w") as stream:
+            stream.write(f"""#!/bin/sh
+# rsh agent for Open MPI: "agent HOST COMMAND..." runs COMMAND inside HOST's namespace.
+host="$1"; shift
+case "$host" in
+{cases}
+  *) echo "netns-rsh: unknown host $host" >&2; exit 255 ;;
+esac
+exec ip netns exec "$ns" unshare --uts sh -c 'hostname "$0"; exec sh -c "$1"' "$ns" "$*"
+""")
+        os.chmod(self.agent, 0o755)
+
+    def _iptables(self, action: str) -> None:
+        if shutil.which("iptables") is not None:
+            subprocess.run(["iptables", "-w", "5", action, "FORWARD", "-i", self.bridge, "-o",
+                            self.bridge, "-j", "ACCEPT"], capture_output=True)
+
+    def close(self) -> None:
+        """Ends every process in the namespaces and removes the namespaces, links and bridge."""
+        for namespace in self.namespaces:
+            pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True,
+                                  text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), 9)
+                except OSError:
+                    pass
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        for link in self.links:
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+        self._iptables("-D")
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _tbf(bits_per_second: float) -> list[str]:
+    """A tbf that holds the rate: a burst of 10 ms of traffic (at least 64 KiB)."""
+    burst = max(64 * 1024, int(bits_per_second / 8 / 100))
+    return ["tbf", "rate", f"{int(bits_per_second)}bit", "burst", str(burst),
+            "latency", "100ms"]
+
+
+def _run(*argv: str) -> None:
+    done = subprocess.run(list(argv), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")

@@ -1,0 +1,135 @@
+"""``python -m distrain.bench network``: training where the network is the bottleneck.
+
+As root, makes ``--hosts`` network namespaces joined by links limited to ``--rate`` (``tc``
+tbf, both directions; :mod:`distrain.bench.netns`), runs ``python -m distrain.bench train``
+there with one rank per host over TCP for each ``--compression``, and prints the median
+phases of rank 0 (data, compute, allreduce, apply), the step of the slowest rank, and the
+allreduce's achieved bus bandwidth (the ring's ``2 (n-1)/n`` of the gradient bytes per
+second) beside the link's rate. Nothing here is timed by a test.
+
+Usage::
+
+    python -m distrain.bench network --model resnet --rate 1gbit
+    python -m distrain.bench network --model cnn --rate 10gbit --compression none,fp16 --json
+
+The host's own program (distrain-run) runs outside the namespaces; each rank gets
+``--threads`` TensorFlow threads (default: the cores / hosts).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from distrain.bench.netns import NamespaceHosts, parse_rate, requirements_problem
+from distrain.ops import COMPRESSIONS
+from distrain.run.rank import threads_per_rank
+
+__all__ = ["main", "bus_bandwidth"]
+
+
+def bus_bandwidth(gradient_bytes: float, ranks: int, seconds: float,
+                  wire_ratio: float = 1.0) -> float:
+    """Bits per second each link carried for a ring allreduce of ``gradient_bytes``.
+
+    Args:
+        gradient_bytes: one rank's gradients, in their own dtype.
+        ranks: the ring's size.
+        seconds: the allreduce's time.
+        wire_ratio: wire bytes per gradient byte (0.5 for fp16/bf16 of float32).
+
+    Example:
+        >>> bus_bandwidth(1e6, 2, 0.008)
+        1000000000.0
+    """
+    if ranks < 2 or seconds <= 0:
+        return 0.0
+    return gradient_bytes * wire_ratio * 2 * (ranks - 1) / ranks * 8 / seconds
+
+
+def _train(hosts: NamespaceHosts, args, compression: str, threads: int) -> dict:
+    argv = ["distrain-run", "-np", str(len(hosts.addresses)), *hosts.launch_args(),
+            "--start-timeout", "60", sys.executable, "-m", "distrain.bench", "train",
+            "--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--batch-size", str(args.batch_size), "--compression", compression, "--json"]
+    child = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
+                 TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(argv, capture_output=True, text=True, env=child,
+                          timeout=args.timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {compression} run failed (exit {done.returncode}):\n"
+                           f"{done.stderr[-2000:]}")
+    for line in done.stdout.splitlines():
+        text = line.split(": ", 1)[-1]
+        if text.startswith("{"):
+            return json.loads(text)
+    raise RuntimeError(f"the {compression} run printed no figures:\n{done.stdout[-2000:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark and prints its figures.
+
+    Returns:
+        0; 2 for bad arguments or where namespaces cannot be made; 1 when a run failed.
+    """
+    p = argparse.ArgumentParser(prog="python -m distrain.bench network",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--hosts", type=int, default=2, help="hosts, one rank each (default 2)")
+    p.add_argument("--rate", default="1gbit", help="each link's limit, e.g. 1gbit, 10gbit, "
+                                                   "none (default 1gbit)")
+    p.add_argument("--model", default="resnet")
+    p.add_argument("--batch-size", type=int, default=32, help="per rank (default 32)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps (default 3)")
+    p.add_argument("--compression", default="none,fp16,bf16",
+                   help="comma-separated, each its own run (default none,fp16,bf16)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow threads per rank (default: cores / hosts)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per run (default 900)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    compressions = [c.strip() for c in args.compression.split(",") if c.strip()]
+    try:
+        bits = parse_rate(args.rate)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.hosts < 2 or any(c not in COMPRESSIONS for c in compressions) or not compressions:
+        p.error(f"--hosts must be at least 2 and --compression from {', '.join(COMPRESSIONS)}")
+    problem = requirements_problem()
+    if problem:
+        print(f"distrain.bench network: {problem}", file=sys.stderr)
+        return 2
+    threads = args.threads or threads_per_rank(args.hosts)
+    rows = []
+    with NamespaceHosts(args.hosts, None if bits is None else args.rate) as hosts:
+        for compression in compressions:
+            try:
+                figures = _train(hosts, args, compression, threads)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                print(f"distrain.bench network: {exc}", file=sys.stderr)
+                return 1
+            phases = figures["rank0_phase_ms"]
+            wire = 1.0 if compression == "none" else 0.5
+            figures["compression"] = compression
+            figures["allreduce_gbit_s"] = round(bus_bandwidth(
+                figures["gradient_bytes"], args.hosts, phases["allreduce"] / 1e3, wire) / 1e9, 3)
+            rows.append(figures)
+    result = {"hosts": args.hosts, "rate": args.rate, "model": args.model,
+              "threads_per_rank": threads, "runs": rows}
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return 0
+    print(f"network {args.model}: {args.hosts} hosts, links {args.rate}, {threads} thread(s) "
+          f"per rank, batch {args.batch_size} per rank, {args.steps} timed steps; "
+          f"gradients {rows[0]['gradient_bytes'] / 1e6:.1f} MB")
+    print(f"  {'compression':11s} {'data':>7s} {'compute':>8s} {'allreduce':>10s} "
+          f"{'apply':>7s} {'step':>8s} {'samples/s':>10s} {'bus Gbit/s':>11s}")
+    for row in rows:
+        ph = row["rank0_phase_ms"]
+        print(f"  {row['compression']:11s} {ph['data']:7.2f} {ph['compute']:8.2f} "
+              f"{ph['allreduce']:10.2f} {ph['apply']:7.2f} {row['step_ms']:8.2f} "
+              f"{row['samples_per_s']:10.1f} {row['allreduce_gbit_s']:11.3f}")
+    print("  (ms: rank 0's medians; step: the slowest rank's median)", flush=True)
+    return 0
