@@ -19,6 +19,7 @@ _EXPORTS = {
         "cross_rank", "cross_size", "allreduce", "grouped_allreduce", "broadcast",
         "broadcast_variables", "allgather", "allgather_object", "barrier",
         "NotInitializedError"),
+    "distrain.overlap": ("grouped_allreduce_async", "synchronize"),
     "distrain.ops": ("Average", "Sum", "Min", "Max", "ReduceOp", "Compression"),
     "distrain.backends.base": ("CollectiveMismatchError",),
     "distrain.environment": ("WorldError",),

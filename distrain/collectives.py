@@ -19,13 +19,16 @@ import numpy as np
 from distrain import failfast
 from distrain.backends import Backend, check_root, create_backend
 from distrain.ops import Average, Compression, Compressor, ReduceOp, Sum, parse_op
+from distrain.engine.overlap import close_process_queue
+from distrain.engine.overlap import drain_process_queue as _in_order
 from distrain.engine.tensors import (Kind, from_numpy, graph_collective, is_indexed_slices,
                                      is_symbolic, kind_of, to_numpy)
 
 __all__ = ["NotInitializedError", "init", "shutdown", "is_initialized", "backend", "rank",
            "size", "local_rank", "local_size", "cross_rank", "cross_size", "allreduce",
            "grouped_allreduce", "broadcast", "broadcast_variables", "allgather", "allgather_object",
-           "barrier", "backend_name", "fusion_threshold", "chunk_bytes", "message_allreduce"]
+           "barrier", "backend_name", "fusion_threshold", "chunk_bytes", "message_allreduce",
+           "allreduce_runner", "native_backend"]
 
 
 class NotInitializedError(ValueError):
@@ -56,6 +59,7 @@ def init(backend: str | None = None) -> None:
 def shutdown() -> None:
     """Stops the backend; :func:`init` may be called again afterwards."""
     global _backend
+    close_process_queue()
     if _backend is not None:
         _backend.shutdown()
         _backend = None
@@ -78,6 +82,23 @@ def backend() -> Backend:
         raise NotInitializedError("distrain has not been initialized; call distrain.init() "
                                   "first")
     return _backend
+
+
+def allreduce_runner(op, compression, label: str):
+    """A function reducing a list of numpy arrays with the running backend, for the queue.
+
+    Args:
+        op: a :class:`~distrain.ops.ReduceOp`.
+        compression: a compressor or its name.
+        label: shown in error and stall messages.
+    """
+    active, wire_dtype = backend(), _compressor(compression).wire_dtype
+    return lambda arrays: active.allreduce(arrays, op, wire_dtype, label)
+
+
+def native_backend() -> bool:
+    """True when the backend runs TensorFlow ops itself (Horovod's), not numpy collectives."""
+    return backend().native_tensorflow
 
 
 def rank() -> int:
@@ -181,6 +202,7 @@ def grouped_allreduce(tensors: Sequence, average=None, op=None,
     values = [_prescaled(tensors[i], prescale_factor) for i in dense]
 
     def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        _in_order()
         outs = active.allreduce(arrays, reduce_op, wire_dtype, label)
         if postscale_factor != 1.0:
             outs = [_scaled(o, postscale_factor) for o in outs]
@@ -263,6 +285,7 @@ def _broadcast_list(tensors: Sequence, root_rank: int, label: str) -> list:
     root = check_root(root_rank, active.world.size)
 
     def run(arrays):
+        _in_order()
         return active.broadcast(arrays, root, label)
 
     if _native(active, tensors):
@@ -317,6 +340,7 @@ def allgather(tensor, name=None):
 
     def run(arrays):
         array = arrays[0]
+        _in_order()
         return [active.allgather(array.reshape(1) if array.ndim == 0 else array, label)]
 
     if _native(active, [tensor]):
@@ -348,12 +372,16 @@ def allgather_object(obj, name=None) -> list:
         >>> hvd.allgather_object(hvd.rank())    # doctest: +SKIP
         [0, 1]                                   # on 2 ranks
     """
-    return backend().allgather_object(obj)
+    active = backend()
+    _in_order()
+    return active.allgather_object(obj)
 
 
 def barrier() -> None:
     """Returns once every rank has called it."""
-    backend().barrier()
+    active = backend()
+    _in_order()
+    active.barrier()
 
 
 def backend_name() -> str:
@@ -381,4 +409,6 @@ def message_allreduce(send: np.ndarray, recv: np.ndarray) -> None:
         send: this rank's values.
         recv: where the sum goes, the same shape.
     """
-    backend().message_allreduce(send, recv)
+    active = backend()
+    _in_order()
+    active.message_allreduce(send, recv)

@@ -47,6 +47,47 @@ def test_stall_is_reported_with_missing_ranks_then_aborted():
     assert "DISTRAIN_STALL_SHUTDOWN_SECONDS=4; aborting the job" in result.stderr
 
 
+OVERLAP_STALL = """
+import time, distrain as hvd, numpy as np, tensorflow as tf
+from distrain.overlap import overlapped_allreduce
+hvd.init()
+grads = [tf.constant(np.ones((64, 64), np.float32)), tf.constant(np.ones(8, np.float32))]
+step = tf.function(lambda g: overlapped_allreduce(g, name="grads/overlapped"))
+step(grads)
+if hvd.rank() == 1:
+    time.sleep(60)          # misses the next step's buckets
+step(grads)
+"""
+
+OVERLAP_CRASH = """
+import distrain as hvd, numpy as np, tensorflow as tf
+from distrain.overlap import overlapped_allreduce
+hvd.init()
+shape = (4,) if hvd.rank() == 0 else (5,)   # ranks disagree on a bucket's shapes
+tf.function(lambda g: overlapped_allreduce(g, name="grads/mismatched"))([tf.ones(shape)])
+"""
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(90)
+def test_a_rank_missing_from_overlapped_buckets_is_named_then_aborted():
+    result = run_mpi(2, ["-c", OVERLAP_STALL], timeout=75, DISTRAIN_STALL_WARNING_SECONDS="1",
+                     DISTRAIN_STALL_SHUTDOWN_SECONDS="4", DISTRAIN_FIRST_BUCKET_BYTES="16")
+    assert result.returncode != 0
+    assert "ranks not joined: 1" in result.stderr, result.stderr[-2000:]
+    assert "grads/overlapped (bucket 1 of 2)" in result.stderr, result.stderr[-2000:]
+    assert "DISTRAIN_STALL_SHUTDOWN_SECONDS=4; aborting the job" in result.stderr
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(90)
+def test_a_mismatch_in_an_overlapped_bucket_aborts_every_rank_naming_it():
+    result = run_mpi(2, ["-c", OVERLAP_CRASH], timeout=75)
+    assert result.returncode != 0
+    assert "grads/mismatched (bucket 1 of 1)" in result.stderr, result.stderr[-2000:]
+    assert "aborting every rank" in result.stderr, result.stderr[-2000:]
+
+
 WEDGED = """
 import time, distrain as hvd, numpy as np
 hvd.init()

@@ -19,7 +19,7 @@ import numpy as np
 from distrain.engine.buffers import is_aligned
 
 __all__ = ["Kind", "kind_of", "to_numpy", "from_numpy", "is_symbolic", "is_indexed_slices",
-           "graph_collective"]
+           "graph_collective", "graph_start", "graph_finish"]
 
 
 class Kind:
@@ -130,4 +130,46 @@ def graph_collective(fn: Callable[[list[np.ndarray]], list[np.ndarray]], inputs:
                                 stateful=True, name=name)
     for out, shape in zip(outputs, out_shapes):
         out.set_shape(shape)
+    return list(outputs)
+
+
+def graph_start(start: Callable[[list[np.ndarray]], int], inputs: Sequence) -> object:
+    """An op inside ``tf.function`` that hands ``inputs`` to ``start`` and returns its handle.
+
+    ``start`` queues work on the inputs and returns at once; the arrays it gets share the
+    tensors' memory and keep it alive while referenced, so the queued work reads them safely.
+
+    Args:
+        start: takes the inputs as numpy arrays, returns an integer handle.
+        inputs: graph tensors.
+
+    Returns:
+        A scalar int64 graph tensor: the handle.
+    """
+    tf = _tf()
+
+    def run(*arrays):
+        return np.int64(start([_contiguous(np.asarray(a)) for a in arrays]))
+
+    token = tf.numpy_function(run, list(inputs), tf.int64, stateful=True)
+    token.set_shape(())
+    return token
+
+
+def graph_finish(finish: Callable[[int], list[np.ndarray]], token, like: Sequence) -> list:
+    """An op inside ``tf.function`` that waits for a handle's results.
+
+    Args:
+        finish: takes the handle, returns the results as numpy arrays.
+        token: the handle tensor from :func:`graph_start`.
+        like: tensors whose dtypes and static shapes the results have.
+
+    Returns:
+        Graph tensors, one per result.
+    """
+    tf = _tf()
+    outputs = tf.numpy_function(lambda handle: finish(int(handle)), [token],
+                                [v.dtype for v in like], stateful=True)
+    for out, v in zip(outputs, like):
+        out.set_shape(v.shape)
     return list(outputs)

@@ -15,18 +15,21 @@ from distrain.collectives import (allgather, allreduce, barrier, broadcast,
                                   grouped_allreduce, init, is_initialized, local_rank,
                                   local_size, rank, shutdown, size)
 from distrain.ops import Average, Compression, Max, Min, Sum
+from distrain.overlap import grouped_allreduce_async, overlapped_allreduce, synchronize
 
 __all__ = [
     "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
     "cross_rank", "cross_size", "allreduce", "grouped_allreduce", "broadcast",
     "broadcast_variables", "allgather", "barrier", "Average", "Sum", "Min", "Max",
-    "Compression", "DistributedGradientTape", "reduce_gradients",
+    "Compression", "DistributedGradientTape", "reduce_gradients", "grouped_allreduce_async",
+    "synchronize",
 ]
 
 
 def reduce_gradients(grads, compression=Compression.none, sparse_as_dense: bool = False,
                      op=Average, name: str = "gradients") -> list:
-    """Averages a gradient list across ranks in one grouped allreduce.
+    """Averages a gradient list across ranks: inside ``tf.function`` in buckets overlapped
+    with backward (:mod:`distrain.overlap`), else in one grouped allreduce.
 
     ``None`` entries (variables the loss does not depend on) stay ``None``. Every rank must
     have ``None`` in the same places.
@@ -48,7 +51,7 @@ def reduce_gradients(grads, compression=Compression.none, sparse_as_dense: bool 
     if sparse_as_dense:
         values = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
                   for g in values]
-    reduced = grouped_allreduce(values, op=op, compression=compression, name=name)
+    reduced = overlapped_allreduce(values, op=op, compression=compression, name=name)
     out = [None] * len(grads)
     for i, g in zip(present, reduced):
         out[i] = g

@@ -1,0 +1,71 @@
+"""The overlap schedule (which gradients go into which bucket, in which order) and the queue
+that runs the buckets' collectives in the background, in the order they were issued."""
+import threading
+import time
+
+import pytest
+
+from distrain.engine.overlap import CollectiveQueue, plan_buckets
+from distrain.overlap import bucket_sizes, overlap_enabled
+
+
+def test_buckets_go_from_the_last_tensor_to_the_first_the_first_bucket_small():
+    sizes = [400, 100, 100, 100, 100, 50]
+    assert plan_buckets(sizes, first_bucket_bytes=100, bucket_bytes=250) == \
+        [(5, 4), (3, 2, 1), (0,)]
+
+
+def test_a_tensor_above_the_limit_is_a_bucket_of_its_own_and_nothing_is_lost():
+    plan = plan_buckets([10, 5000, 10, 10], first_bucket_bytes=15, bucket_bytes=100)
+    assert plan == [(3, 2), (1,), (0,)]
+    assert plan_buckets([], 1, 1) == []
+    assert plan_buckets([7], 100, 100) == [(0,)]
+
+
+def test_the_queue_runs_in_submission_order_and_drain_waits_for_all():
+    queue, ran = CollectiveQueue(), []
+
+    def job(k):
+        def run():
+            time.sleep(0.02 if k % 2 else 0)
+            ran.append((k, threading.current_thread().name))
+            return k * k
+        return run
+
+    handles = [queue.submit(job(k)) for k in range(6)]
+    queue.drain()
+    assert [k for k, _ in ran] == list(range(6))
+    assert all(name.startswith("distrain-collectives") for _, name in ran)
+    assert [queue.wait(h) for h in handles] == [k * k for k in range(6)]
+    assert queue.pending() == 0
+    queue.close()
+
+
+def test_an_error_in_a_queued_collective_reaches_its_waiter():
+    queue = CollectiveQueue()
+
+    def fail():
+        raise ValueError("ranks disagree on shapes")
+
+    handle = queue.submit(fail)
+    queue.drain()
+    with pytest.raises(ValueError, match="ranks disagree"):
+        queue.wait(handle)
+    with pytest.raises(KeyError):
+        queue.wait(handle)
+    queue.close()
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("0", False), ("off", False),
+                                       ("false", False), ("yes", True)])
+def test_the_overlap_switch(value, on):
+    assert overlap_enabled({"DISTRAIN_OVERLAP": value}) is on
+    assert overlap_enabled({}) is True
+
+
+def test_bucket_sizes_from_the_environment():
+    assert bucket_sizes({}) == (1024 * 1024, 25 * 1024 * 1024)
+    assert bucket_sizes({"DISTRAIN_FIRST_BUCKET_BYTES": "64",
+                         "DISTRAIN_BUCKET_BYTES": "512"}) == (64, 512)
+    with pytest.raises(ValueError, match="DISTRAIN_BUCKET_BYTES"):
+        bucket_sizes({"DISTRAIN_BUCKET_BYTES": "0"})
