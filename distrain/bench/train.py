@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="timed steps (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps (default 5)")
     p.add_argument("--compression", default="none")
+    p.add_argument("--no-overlap", dest="overlap", action="store_false",
+                   help="reduce the gradients after backward instead of during it")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
@@ -42,13 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.warmup + args.steps
     config = TrainConfig(model=args.model, batch_size=args.batch_size, steps_per_epoch=steps,
                          synthetic_samples=max(4096, steps * args.batch_size * 64),
-                         compression=args.compression, quiet=True, cost_model=False)
+                         compression=args.compression, quiet=True, cost_model=False,
+                         overlap=args.overlap)
     result = run(config)
     size = distrain.size()
     mine = summarize_rank(result.timer.steps, distrain.rank(), "", args.warmup)
     slowest = max(distrain.allgather_object(mine.total))
     phases = mine.phases
-    figures = {"model": args.model, "ranks": size, "batch_per_rank": args.batch_size,
+    figures = {"model": args.model, "ranks": size, "overlap": args.overlap, "batch_per_rank": args.batch_size,
                "global_batch": args.batch_size * size, "steps": args.steps,
                "step_ms": round(slowest * 1e3, 3),
                "samples_per_s": round(args.batch_size * size / slowest, 1),

@@ -15,6 +15,7 @@ from distrain.train import checkpoint, data as datasets
 from distrain.train.config import TrainConfig
 from distrain.train.models import build_model
 from distrain.train.progress import Printer
+from distrain.overlap import overlap_enabled
 from distrain.train.rank_setup import configure_tensorflow, quiet_tensorflow, rank_threads
 from distrain.train.step import TrainStep, learning_rate_at
 
@@ -130,7 +131,9 @@ def run(config: TrainConfig) -> TrainResult:
     world = env.detect_world()
     quiet_tensorflow()
     threads = rank_threads(config.threads, world.local_size)
-    device = configure_tensorflow(threads, world.local_rank, config.seed + world.rank)
+    overlap = config.overlap and overlap_enabled() and world.size > 1
+    device = configure_tensorflow(threads, world.local_rank, config.seed + world.rank,
+                                  overlap)
     distrain.init(None if config.backend == "auto" else config.backend)
     rank, size = distrain.rank(), distrain.size()
     printer = Printer(rank, config.verbose, config.quiet)
@@ -160,7 +163,7 @@ def run(config: TrainConfig) -> TrainResult:
     prediction = _predict(config, model, optimizer, data) if config.cost_model else None
     timer = StepTimer()
     train_step = TrainStep(model, optimizer, distrain.Compression.by_name(config.compression),
-                           timer)
+                           timer, overlap)
     warmup_steps = int(config.warmup_epochs * steps)
     total_steps = config.epochs * steps
     step = start_step

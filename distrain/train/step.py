@@ -1,11 +1,15 @@
 """One data-parallel training step: forward and backward, allreduce, apply.
 
 The three parts run as separate calls so each can be timed: ``compute`` and ``apply`` are
-``tf.function``s, and the allreduce in between works on the gradients' own memory.
+``tf.function``s, and the allreduce in between works on the gradients' own memory. With
+overlap (the default; :mod:`distrain.overlap`), ``compute`` also starts each bucket's
+allreduce as soon as backward has made its gradients, and the allreduce phase is what is left
+to wait for once backward is done: the exposed part of the communication.
 """
 from __future__ import annotations
 
 import distrain
+from distrain.overlap import finish_overlapped_allreduce, start_overlapped_allreduce
 from distrain.timing.timer import StepTimer
 
 __all__ = ["TrainStep", "learning_rate_at"]
@@ -44,9 +48,10 @@ class TrainStep:
         optimizer: a Keras optimizer, built for ``model.trainable_variables``.
         compression: ``distrain.Compression`` for the gradient allreduce.
         timer: records each phase.
+        overlap: reduce gradient buckets during backward (where the backend allows).
     """
 
-    def __init__(self, model, optimizer, compression, timer: StepTimer):
+    def __init__(self, model, optimizer, compression, timer: StepTimer, overlap: bool = True):
         import tensorflow as tf
         import keras
         self.model = model
@@ -71,7 +76,18 @@ class TrainStep:
         def apply(grads):
             optimizer.apply_gradients(zip(grads, self.variables))
 
-        self._compute = tf.function(compute)
+        def compute_and_start(x, y):
+            loss, correct, grads = compute(x, y)
+            started = start_overlapped_allreduce(grads, compression=compression,
+                                                 name="gradients")
+            if started is None:
+                return loss, correct, grads, ()
+            tokens, self._plan = started
+            return loss, correct, (), tokens
+
+        self._compute = tf.function(compute_and_start if overlap else compute)
+        self._overlap = overlap
+        self._plan = None
         self._apply = tf.function(apply)
         self._tf = tf
 
@@ -93,10 +109,16 @@ class TrainStep:
             x = self._tf.convert_to_tensor(x)
             y = self._tf.convert_to_tensor(y)
         with timer.phase("compute"):
-            loss, correct, grads = self._compute(x, y)
+            if self._overlap:
+                loss, correct, grads, tokens = self._compute(x, y)
+            else:
+                (loss, correct, grads), tokens = self._compute(x, y), ()
         with timer.phase("allreduce"):
-            grads = distrain.grouped_allreduce(grads, compression=self.compression,
-                                               name=f"gradients of step {step}")
+            if tokens:
+                grads = finish_overlapped_allreduce(tokens, self._plan)
+            else:
+                grads = distrain.grouped_allreduce(grads, compression=self.compression,
+                                                   name=f"gradients of step {step}")
         with timer.phase("apply"):
             self._apply(grads)
         return loss, correct, int(y.shape[0])
