@@ -36,7 +36,7 @@ def test_bad_flags_exit_2(capsys):
 
 @pytest.mark.mpi
 @pytest.mark.timeout(300)
-def test_a_short_run_over_limited_links_prints_one_row_per_compression(capsys):
+def test_a_short_run_prints_a_row_per_compression_without_and_with_overlap(capsys):
     problem = requirements_problem()
     if problem:
         pytest.skip(problem)
@@ -46,7 +46,8 @@ def test_a_short_run_over_limited_links_prints_one_row_per_compression(capsys):
     assert code == 0, out
     result = json.loads(out.strip().splitlines()[-1])
     assert result["hosts"] == 2 and result["rate"] == "100mbit"
-    assert [row["compression"] for row in result["runs"]] == ["none", "fp16"]
+    assert [(row["compression"], row["overlap"]) for row in result["runs"]] == [
+        ("none", False), ("none", True), ("fp16", False), ("fp16", True)]
     for row in result["runs"]:
         assert row["ranks"] == 2 and row["gradient_bytes"] > 0
         assert set(row["rank0_phase_ms"]) == {"data", "compute", "allreduce", "apply"}

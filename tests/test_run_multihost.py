@@ -55,6 +55,13 @@ def hosts():
     made.close()
 
 
+@pytest.fixture(autouse=True)
+def nothing_left(hosts):
+    """No process of one test's job (a daemon cut off with its host, say) meets the next's."""
+    yield
+    assert hosts.end_processes() == []
+
+
 def _names(hosts) -> dict:
     """address -> the host name its rank reports (its namespace's)."""
     return dict(zip(hosts.addresses, hosts.namespaces))

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 
 __all__ = ["NamespaceHosts", "parse_rate", "requirements_problem"]
 
@@ -122,16 +123,27 @@ exec ip netns exec "$ns" unshare --uts sh -c 'hostname "$0"; exec sh -c "$1"' "$
             subprocess.run(["iptables", "-w", "5", action, "FORWARD", "-i", self.bridge, "-o",
                             self.bridge, "-j", "ACCEPT"], capture_output=True)
 
-    def close(self) -> None:
-        """Ends every process in the namespaces and removes the namespaces, links and bridge."""
-        for namespace in self.namespaces:
-            pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True,
-                                  text=True).stdout.split()
+    def end_processes(self, within: float = 5.0) -> list[int]:
+        """SIGKILLs every process in the namespaces and waits up to ``within`` seconds for them
+        to be gone; returns the pids still there."""
+        deadline = time.monotonic() + within
+        while True:
+            pids = [int(pid) for namespace in self.namespaces for pid in subprocess.run(
+                ["ip", "netns", "pids", namespace], capture_output=True,
+                text=True).stdout.split()]
+            if not pids or time.monotonic() > deadline:
+                return pids
             for pid in pids:
                 try:
-                    os.kill(int(pid), 9)
+                    os.kill(pid, 9)
                 except OSError:
                     pass
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Ends every process in the namespaces and removes the namespaces, links and bridge."""
+        self.end_processes()
+        for namespace in self.namespaces:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
         for link in self.links:
             subprocess.run(["ip", "link", "del", link], capture_output=True)

@@ -2,7 +2,8 @@
 
 As root, makes ``--hosts`` network namespaces joined by links limited to ``--rate`` (``tc``
 tbf, both directions; :mod:`distrain.bench.netns`), runs ``python -m distrain.bench train``
-there with one rank per host over TCP for each ``--compression``, and prints the median
+there with one rank per host over TCP for each ``--compression``, without and with overlap
+of the allreduce with backward, and prints the median
 phases of rank 0 (data, compute, allreduce, apply), the step of the slowest rank, and the
 allreduce's achieved bus bandwidth (the ring's ``2 (n-1)/n`` of the gradient bytes per
 second) beside the link's rate. Nothing here is timed by a test.
@@ -49,11 +50,12 @@ def bus_bandwidth(gradient_bytes: float, ranks: int, seconds: float,
     return gradient_bytes * wire_ratio * 2 * (ranks - 1) / ranks * 8 / seconds
 
 
-def _train(hosts: NamespaceHosts, args, compression: str, threads: int) -> dict:
+def _train(hosts: NamespaceHosts, args, compression: str, overlap: bool, threads: int) -> dict:
     argv = ["distrain-run", "-np", str(len(hosts.addresses)), *hosts.launch_args(),
             "--start-timeout", "60", sys.executable, "-m", "distrain.bench", "train",
             "--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup),
-            "--batch-size", str(args.batch_size), "--compression", compression, "--json"]
+            "--batch-size", str(args.batch_size), "--compression", compression, "--json",
+            *([] if overlap else ["--no-overlap"])]
     child = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
                  TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(argv, capture_output=True, text=True, env=child,
@@ -104,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or threads_per_rank(args.hosts)
     rows = []
     with NamespaceHosts(args.hosts, None if bits is None else args.rate) as hosts:
-        for compression in compressions:
+        for compression, overlap in [(c, o) for c in compressions for o in (False, True)]:
             try:
-                figures = _train(hosts, args, compression, threads)
+                figures = _train(hosts, args, compression, overlap, threads)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 print(f"distrain.bench network: {exc}", file=sys.stderr)
                 return 1
@@ -124,12 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"network {args.model}: {args.hosts} hosts, links {args.rate}, {threads} thread(s) "
           f"per rank, batch {args.batch_size} per rank, {args.steps} timed steps; "
           f"gradients {rows[0]['gradient_bytes'] / 1e6:.1f} MB")
-    print(f"  {'compression':11s} {'data':>7s} {'compute':>8s} {'allreduce':>10s} "
+    print(f"  {'compression':11s} {'overlap':7s} {'data':>7s} {'compute':>8s} {'allreduce':>10s} "
           f"{'apply':>7s} {'step':>8s} {'samples/s':>10s} {'bus Gbit/s':>11s}")
     for row in rows:
         ph = row["rank0_phase_ms"]
-        print(f"  {row['compression']:11s} {ph['data']:7.2f} {ph['compute']:8.2f} "
+        overlap = "yes" if row["overlap"] else "no"
+        print(f"  {row['compression']:11s} {overlap:7s} {ph['data']:7.2f} {ph['compute']:8.2f} "
               f"{ph['allreduce']:10.2f} {ph['apply']:7.2f} {row['step_ms']:8.2f} "
               f"{row['samples_per_s']:10.1f} {row['allreduce_gbit_s']:11.3f}")
-    print("  (ms: rank 0's medians; step: the slowest rank's median)", flush=True)
+    print("  (ms: rank 0's medians; step: the slowest rank's median; with overlap the "
+          "allreduce column is the part left exposed after backward)", flush=True)
+    for compression in compressions:
+        alone = next(r for r in rows if r["compression"] == compression and not r["overlap"])
+        over = next(r for r in rows if r["compression"] == compression and r["overlap"])
+        bound = max(alone["rank0_phase_ms"]["compute"], alone["rank0_phase_ms"]["allreduce"])
+        print(f"  {compression}: step with overlap / max(compute, allreduce alone) = "
+              f"{over['step_ms'] / bound:.2f}", flush=True)
     return 0

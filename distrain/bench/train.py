@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     mine = summarize_rank(result.timer.steps, distrain.rank(), "", args.warmup)
     slowest = max(distrain.allgather_object(mine.total))
     phases = mine.phases
-    figures = {"model": args.model, "ranks": size, "overlap": args.overlap, "batch_per_rank": args.batch_size,
+    figures = {"model": args.model, "ranks": size, "overlap": args.overlap,
+               "batch_per_rank": args.batch_size,
                "global_batch": args.batch_size * size, "steps": args.steps,
                "step_ms": round(slowest * 1e3, 3),
                "samples_per_s": round(args.batch_size * size / slowest, 1),

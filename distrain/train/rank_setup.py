@@ -3,8 +3,8 @@
 Every rank gets ``--threads`` TensorFlow threads, else ``TF_NUM_INTRAOP_THREADS`` where it is
 set (distrain-run's rank wrapper sets it to the fair share unless the user set it: a compose
 run, whose containers share one machine's cores, sets 1), else a fair share of the host's
-cores (cores / ranks on the host), one GPU per local rank where GPUs exist (with memory growth), and a seed derived
-from the base seed and its rank.
+cores (cores / ranks on the host), one GPU per local rank where GPUs exist (with memory
+growth), and a seed derived from the base seed and its rank.
 """
 from __future__ import annotations
 
