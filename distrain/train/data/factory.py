@@ -20,7 +20,7 @@ import numpy as np
 
 from distrain.errors import UsageError
 from distrain.train.data.arrays import ArraySource, Dataset
-from distrain.train.data.stream import StreamSource, epoch_seed, window_shuffle
+from distrain.train.data.stream import StreamSource, op_message, epoch_seed, window_shuffle
 from distrain.train.user_code import call_factory
 
 __all__ = ["RankShard", "FactorySource", "open_factory"]
@@ -86,7 +86,7 @@ class FactorySource(StreamSource):
                 largest = max(largest, int(tf.reduce_max(y)))
         except tf.errors.OpError as exc:
             raise UsageError(f"dataset factory {self.name}'s pipeline failed: "
-                             f"{exc.message.splitlines()[0]}") from None
+                             f"{op_message(exc)}") from None
         return count, largest
 
     def epoch_records(self, epoch: int, seed: int):

@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from distrain.errors import UsageError
-from distrain.train.data.stream import StreamSource, decode_image
+from distrain.train.data.stream import StreamSource, op_message, decode_image
 
 __all__ = ["ImageFolderSource", "IMAGE_FORMATS"]
 
@@ -76,7 +76,7 @@ class ImageFolderSource(StreamSource):
             return tf.io.decode_image(tf.io.read_file(path), channels=channels,
                                       expand_animations=False)
         except tf.errors.OpError as exc:
-            raise UsageError(f"cannot decode image {path!r} ({exc.message.splitlines()[0]}); "
+            raise UsageError(f"cannot decode image {str(path)!r} ({op_message(exc)}); "
                              f"remove or replace the file") from None
 
     def scan(self) -> tuple[int, int]:
@@ -88,8 +88,8 @@ class ImageFolderSource(StreamSource):
         import tensorflow as tf
         mine = self.paths[self.rank::self.size]
         dataset = (tf.data.Dataset.from_tensor_slices(mine)
-                   .map(lambda p: tf.shape(decode_image(tf.io.read_file(p), self.channels,
-                                                        self.image_size)),
+                   .map(lambda p: tf.reduce_sum(tf.io.decode_image(  # a value, not pruned
+                        tf.io.read_file(p), channels=self.channels, expand_animations=False)),
                         num_parallel_calls=tf.data.AUTOTUNE))
         try:
             for _ in dataset:

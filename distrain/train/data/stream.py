@@ -13,13 +13,22 @@ shard cannot fill one batch is an error on every rank.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from distrain.errors import UsageError
 
-__all__ = ["StreamSource", "SHUFFLE_WINDOW", "epoch_seed", "window_shuffle", "decode_image"]
+__all__ = ["StreamSource", "SHUFFLE_WINDOW", "epoch_seed", "window_shuffle", "decode_image",
+           "op_message"]
 
 SHUFFLE_WINDOW = 2048
+
+
+def op_message(exc) -> str:
+    """A TensorFlow op error's message on one line, without the node and op names."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", exc.message.splitlines()[0])
+    return re.sub(r"\s*\[(Op|\[)?.*$", "", text).strip() or type(exc).__name__
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -23,7 +23,7 @@ import glob as globbing
 import numpy as np
 
 from distrain.errors import UsageError
-from distrain.train.data.stream import StreamSource, decode_image, epoch_seed, window_shuffle
+from distrain.train.data.stream import StreamSource, op_message, decode_image, epoch_seed, window_shuffle
 
 __all__ = ["TFRecordSource", "example", "FEATURE_SPEC"]
 
@@ -90,7 +90,7 @@ class TFRecordSource(StreamSource):
         try:
             raw = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         except tf.errors.OpError as exc:
-            raise _mismatch(path, f"cannot read it: {exc.message.splitlines()[0]}") from None
+            raise _mismatch(path, f"cannot read it: {op_message(exc)}") from None
         if raw is None:
             raise _mismatch(path, "it holds no records")
         try:
@@ -107,7 +107,7 @@ class TFRecordSource(StreamSource):
                                              expand_animations=False)
             except tf.errors.OpError as exc:
                 raise _mismatch(path, f"its image cannot be decoded: "
-                                      f"{exc.message.splitlines()[0]}") from None
+                                      f"{op_message(exc)}") from None
             self.channels = 1 if decoded.shape[-1] == 1 else 3
             self.image_size = tuple(image_size) if image_size else tuple(decoded.shape[:2])
             self.input_shape = self.image_size + (self.channels,)
@@ -147,7 +147,7 @@ class TFRecordSource(StreamSource):
                     count += int(y.shape[0])
                     largest = max(largest, int(tf.reduce_max(y)))
             except tf.errors.OpError as exc:
-                raise _mismatch(path, exc.message.splitlines()[0]) from None
+                raise _mismatch(path, op_message(exc)) from None
         if not self.by_file:  # every rank read all records; it keeps every size-th
             count = len(range(self.rank, count, self.size))
         return count, largest
