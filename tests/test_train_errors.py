@@ -66,6 +66,55 @@ def test_malformed_npz_and_missing_arrays(tmp_path, bad_npz):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("args, fragments", [
+    (["--dataset", "images:/no/such/dir"], ["image directory '/no/such/dir' does not exist"]),
+    (["--dataset", "tfrecord:/no/*.tfrecord"], ["no files match '/no/*.tfrecord'"]),
+    (["--image-size", "big"], ["--image-size must be N or HxW"]),
+])
+def test_bad_data_flags_fail_before_tensorflow_loads(tmp_path, args, fragments):
+    result = run_train(args, tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert "cudart_stub" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def _bad_sources(tmp_path):
+    """Each bad source's --dataset and the fragments its one line holds."""
+    import tensorflow as tf
+    empty = tmp_path / "empty"
+    (empty / "cats").mkdir(parents=True)
+    broken = tmp_path / "broken" / "cats"
+    broken.mkdir(parents=True)
+    (broken / "a.png").write_bytes(b"not a png")
+    garbage = tmp_path / "garbage.tfrecord"
+    garbage.write_bytes(b"\x00" * 64)
+    other = tmp_path / "other.tfrecord"
+    with tf.io.TFRecordWriter(str(other)) as writer:
+        writer.write(tf.train.Example(features=tf.train.Features(feature={
+            "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))}))
+            .SerializeToString())
+    return [
+        (f"images:{empty}", ["no images found in", "subfolder named after the class"]),
+        (f"images:{broken.parent}", ["cannot decode image", "a.png", "remove or replace"]),
+        (f"tfrecord:{garbage}", ["does not match the TFRecord feature spec", "cannot read"]),
+        (f"tfrecord:{other}", ["does not match the TFRecord feature spec", "no int64 label",
+                               "distrain.train.data.example"]),
+        ("datasets_for_tests:raising", ["dataset factory datasets_for_tests:raising raised "
+                                        "FileNotFoundError: /data/train-*.tfrecord"]),
+        ("datasets_for_tests:wrong_type", ["returned str, not a tf.data.Dataset"]),
+        ("datasets_for_tests:batched", ["must be single integer classes (unbatched"]),
+        ("datasets_for_tests:no_such", ["has no dataset factory 'no_such'"]),
+    ]
+
+
+@pytest.mark.timeout(600)
+def test_bad_sources_are_one_line_each(tmp_path):
+    for spec, fragments in _bad_sources(tmp_path):
+        result = run_train(["--dataset", spec, "--no-cost-model"], tmp_path)
+        assert_one_line_error(result, *fragments)
+
+
+@pytest.mark.timeout(120)
 def test_unwritable_checkpoint_directory_writes_nothing(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

@@ -1,6 +1,6 @@
 """``python -m distrain.bench train``: training throughput at the current world size.
 
-Runs the training program on synthetic data for ``--warmup`` + ``--steps`` steps and prints
+Runs the training program on synthetic data (or ``--dataset``) for ``--warmup`` + ``--steps`` steps and prints
 samples/s over the timed steps: global batch / median step time of the slowest rank (each
 rank's medians as the timing report takes them, :func:`distrain.timing.summarize_rank`), so
 runs at 1, 2, 4... ranks can be compared.
@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compression", default="none")
     p.add_argument("--no-overlap", dest="overlap", action="store_false",
                    help="reduce the gradients after backward instead of during it")
+    p.add_argument("--dataset", default="synthetic",
+                   help="any --dataset of python -m distrain.train, e.g. images:DIR "
+                        "(default synthetic)")
+    p.add_argument("--image-size", type=int, default=None, metavar="N")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from distrain.train.config import TrainConfig
     from distrain.train.runner import run
     steps = args.warmup + args.steps
-    config = TrainConfig(model=args.model, batch_size=args.batch_size, steps_per_epoch=steps,
+    config = TrainConfig(model=args.model, dataset=args.dataset, image_size=args.image_size,
+                         batch_size=args.batch_size, steps_per_epoch=steps,
                          synthetic_samples=max(4096, steps * args.batch_size * 64),
                          compression=args.compression, quiet=True, cost_model=False,
                          overlap=args.overlap)
@@ -51,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     mine = summarize_rank(result.timer.steps, distrain.rank(), "", args.warmup)
     slowest = max(distrain.allgather_object(mine.total))
     phases = mine.phases
-    figures = {"model": args.model, "ranks": size, "overlap": args.overlap,
-               "batch_per_rank": args.batch_size,
+    figures = {"model": args.model, "dataset": args.dataset, "ranks": size,
+               "overlap": args.overlap, "batch_per_rank": args.batch_size,
                "global_batch": args.batch_size * size, "steps": args.steps,
                "step_ms": round(slowest * 1e3, 3),
                "samples_per_s": round(args.batch_size * size / slowest, 1),
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(figures), flush=True)
         else:
-            print(f"train {args.model}: {size} rank(s), global batch {figures['global_batch']}, "
+            print(f"train {args.model} on {args.dataset}: {size} rank(s), global batch {figures['global_batch']}, "
                   f"{args.steps} timed steps")
             print(f"  step {figures['step_ms']:.2f} ms (median, slowest rank)   "
                   f"{figures['samples_per_s']:.0f} samples/s")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import os
 import re
 
@@ -32,7 +33,9 @@ class TrainConfig:
 
     Attributes:
         model: ``mlp``, ``cnn``, ``resnet`` or ``package.module:factory``.
-        dataset: ``synthetic``, ``digits`` or ``npz:PATH``.
+        dataset: ``synthetic``, ``digits``, ``npz:PATH``, ``images:DIR``,
+            ``tfrecord:GLOB`` or ``package.module:factory`` (see :mod:`distrain.train.data`).
+        image_size: ``(height, width)`` images are resized to (None: the first image's).
         epochs: passes over the training data.
         steps_per_epoch: stop an epoch after this many steps (None: the whole shard).
         batch_size: samples per rank per step; the global batch is this times the size.
@@ -66,6 +69,7 @@ class TrainConfig:
 
     model: str = "mlp"
     dataset: str = "synthetic"
+    image_size: tuple[int, int] | None = None
     epochs: int = 1
     steps_per_epoch: int | None = None
     batch_size: int = 32
@@ -118,12 +122,13 @@ class TrainConfig:
         if self.model not in BUILTIN_MODELS and not _FACTORY.fullmatch(self.model):
             raise UsageError(f"unknown model {self.model!r}: use one of "
                              f"{', '.join(BUILTIN_MODELS)} or package.module:factory")
-        if self.dataset not in BUILTIN_DATASETS and not self.dataset.startswith("npz:"):
-            raise UsageError(f"unknown dataset {self.dataset!r}: use synthetic, digits or "
-                             f"npz:PATH")
-        if self.dataset.startswith("npz:") and not os.path.isfile(self.dataset[4:]):
-            raise UsageError(f"dataset file {self.dataset[4:]!r} does not exist: give "
-                             f"npz:PATH of a .npz with x_train and y_train")
+        _check_dataset(self.dataset)
+        if isinstance(self.image_size, int):
+            object.__setattr__(self, "image_size", (self.image_size, self.image_size))
+        if self.image_size is not None and (len(self.image_size) != 2 or
+                                            min(self.image_size) <= 0):
+            raise UsageError(f"--image-size must be N or HxW with positive sizes, got "
+                             f"{self.image_size!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise UsageError(f"unknown optimizer {self.optimizer!r}: use sgd or adam")
         if self.compression not in COMPRESSIONS:
@@ -140,6 +145,37 @@ class TrainConfig:
         return self.batch_size * size
 
 
+def _check_dataset(spec: str) -> None:
+    """Raises UsageError for a ``--dataset`` that names nothing that exists."""
+    if spec in BUILTIN_DATASETS:
+        return
+    kind, _, where = spec.partition(":")
+    if kind == "npz":
+        if not os.path.isfile(where):
+            raise UsageError(f"dataset file {where!r} does not exist: give npz:PATH of a .npz "
+                             f"with x_train and y_train")
+    elif kind == "images":
+        if not os.path.isdir(where):
+            raise UsageError(f"image directory {where!r} does not exist: give images:DIR of a "
+                             f"folder with one subfolder of images per class")
+    elif kind == "tfrecord":
+        if not glob.glob(where):
+            raise UsageError(f"no files match {where!r}: give tfrecord:GLOB of existing "
+                             f"TFRecord files")
+    elif not _FACTORY.fullmatch(spec):
+        raise UsageError(f"unknown dataset {spec!r}: use synthetic, digits, npz:PATH, "
+                         f"images:DIR, tfrecord:GLOB or package.module:factory")
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    height, _, width = text.lower().partition("x")
+    try:
+        return int(height), int(width or height)
+    except ValueError:
+        raise UsageError(f"--image-size must be N or HxW (e.g. 32 or 64x48), got "
+                         f"{text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m distrain.train`` argument parser (errors raise :class:`UsageError`)."""
     p = _Parser(prog="python -m distrain.train",
@@ -149,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=d.model,
                    help="mlp, cnn, resnet, or package.module:factory (default %(default)s)")
     p.add_argument("--dataset", default=d.dataset,
-                   help="synthetic, digits (scikit-learn) or npz:PATH (default %(default)s)")
+                   help="synthetic, digits (scikit-learn), npz:PATH, images:DIR (one subfolder "
+                        "per class), tfrecord:GLOB (label + image or x features) or "
+                        "package.module:factory returning a tf.data.Dataset of (x, y); "
+                        "every rank runs the same steps, the remainder is dropped "
+                        "(default %(default)s)")
+    p.add_argument("--image-size", type=_image_size, default=None, metavar="N|HxW",
+                   help="resize images:/tfrecord: images (default: the first image's size)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="per rank")

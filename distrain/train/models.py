@@ -5,9 +5,8 @@ A factory is called as ``factory(input_shape=..., num_classes=...)`` and must re
 """
 from __future__ import annotations
 
-import importlib
-
 from distrain.errors import UsageError
+from distrain.train.user_code import call_factory
 
 __all__ = ["build_model"]
 
@@ -84,18 +83,8 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int):
     import keras
     if spec in _BUILTIN:
         return _BUILTIN[spec](keras, tuple(input_shape), num_classes)
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except ImportError as exc:
-        raise UsageError(f"cannot import model module {module_name!r} ({exc}); check the "
-                         f"name and that it is on PYTHONPATH") from None
-    except AttributeError:
-        raise UsageError(f"module {module_name!r} has no model factory {attr!r}") from None
-    try:
-        model = factory(input_shape=tuple(input_shape), num_classes=num_classes)
-    except Exception as exc:  # the user's code: report it, do not crash
-        raise UsageError(f"model factory {spec} raised {type(exc).__name__}: {exc}") from None
+    model = call_factory(spec, "model", input_shape=tuple(input_shape),
+                         num_classes=num_classes)
     if not isinstance(model, keras.Model):
         raise UsageError(f"model factory {spec} returned {type(model).__name__}, not a "
                          f"keras.Model")

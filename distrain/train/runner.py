@@ -137,10 +137,13 @@ def run(config: TrainConfig) -> TrainResult:
     distrain.init(None if config.backend == "auto" else config.backend)
     rank, size = distrain.rank(), distrain.size()
     printer = Printer(rank, config.verbose, config.quiet)
-    data = _agree(lambda: datasets.load_dataset(config.dataset, config.seed,
-                                                config.synthetic_samples))
-    steps = _agree(lambda: datasets.steps_per_epoch(len(data.x_train), config.batch_size,
-                                                    size, config.steps_per_epoch))
+    data = _agree(lambda: datasets.open_source(config.dataset, config.seed, config.batch_size,
+                                               rank, size, config.image_size,
+                                               config.synthetic_samples))
+    summary = _agree(data.summary)  # this rank's shard, read once
+    summaries = distrain.allgather_object(summary) if size > 1 else [summary]
+    steps = _agree(lambda: data.settle(summaries, config.batch_size, size,
+                                       config.steps_per_epoch))
     model, optimizer = _agree(lambda: _build(config, data))
     if config.checkpoint_dir:
         _agree(lambda: checkpoint.check_writable(config.checkpoint_dir) if rank == 0 else None)
@@ -174,8 +177,8 @@ def run(config: TrainConfig) -> TrainResult:
         printer.start_epoch(epoch, config.epochs, steps)
         sums = np.zeros(3)  # loss x samples, correct, samples
         began = time.perf_counter()
-        batches = datasets.shard_batches(data, epoch, config.seed, config.batch_size, rank,
-                                         size, steps, start=first)
+        batches = data.batches(epoch, config.seed, config.batch_size, rank, size, steps,
+                               start=first)
         for index in range(first, steps):
             lr = learning_rate_at(step, config.learning_rate, size, config.scale_lr,
                                   warmup_steps)
@@ -257,7 +260,7 @@ def _predict(config, model, optimizer, data):
     from distrain.costmodel.calibrate import load_or_calibrate
     comm = load_or_calibrate(config.calibrate)
     mine = costmodel.predict(
-        model, config.batch_size, data.num_classes, optimizer, (data.x_train, data.y_train),
+        model, config.batch_size, data.num_classes, optimizer, data.sample(config.batch_size),
         comm, sync=distrain.barrier,
         agree=lambda rounds: distrain.allreduce(np.int64(rounds), op=distrain.Max,
                                                 name="cost model rounds"))
@@ -265,7 +268,7 @@ def _predict(config, model, optimizer, data):
 
 
 def _evaluate(model, data, rank: int, size: int, batch_size: int) -> float | None:
-    shard = datasets.eval_shard(data, rank, size)
+    shard = data.eval_shard(rank, size)
     if shard is None:
         return None
     x, y = shard

@@ -1,4 +1,5 @@
-"""Datasets and how each rank reads its own part of every global batch.
+"""In-memory datasets (``synthetic``, ``digits``, ``npz:PATH``, a factory's arrays) and how
+each rank reads its own part of every global batch.
 
 Every epoch the training set is shuffled with a seed all ranks share. Global batch ``s`` is
 the block of ``batch_size * size`` samples starting at ``s * batch_size * size``; rank ``r``
@@ -15,7 +16,8 @@ import numpy as np
 
 from distrain.errors import UsageError
 
-__all__ = ["Dataset", "load_dataset", "shard_batches", "steps_per_epoch", "eval_shard"]
+__all__ = ["Dataset", "ArraySource", "load_dataset", "shard_batches", "steps_per_epoch",
+           "eval_shard"]
 
 
 @dataclasses.dataclass
@@ -35,12 +37,13 @@ class Dataset:
 
 
 def _synthetic(samples: int, seed: int) -> Dataset:
-    """Learnable random data: labels are the argmax of a fixed linear map of the input."""
+    """Learnable random data: each class is a fixed random 16x16 pattern, each sample its
+    class's pattern under Gaussian noise twice as strong (a 20 % test split)."""
     rng = np.random.default_rng(seed)
     shape, classes = (16, 16, 1), 10
-    x = rng.standard_normal((samples + samples // 4,) + shape).astype(np.float32)
-    projection = rng.standard_normal((int(np.prod(shape)), classes)).astype(np.float32)
-    y = np.argmax(x.reshape(len(x), -1) @ projection, axis=1).astype(np.int64)
+    patterns = rng.standard_normal((classes,) + shape).astype(np.float32)
+    y = rng.integers(0, classes, samples + samples // 4).astype(np.int64)
+    x = patterns[y] + 2.0 * rng.standard_normal((len(y),) + shape).astype(np.float32)
     return Dataset("synthetic", x[:samples], y[:samples], x[samples:], y[samples:], classes)
 
 
@@ -90,6 +93,9 @@ def _npz(path: str) -> Dataset:
 
 def load_dataset(spec: str, seed: int, synthetic_samples: int = 4096) -> Dataset:
     """Loads ``synthetic``, ``digits`` or ``npz:PATH``.
+
+    Returns:
+        The :class:`Dataset`.
 
     Raises:
         UsageError: a missing or malformed file, or a missing optional dependency.
@@ -141,3 +147,47 @@ def eval_shard(data: Dataset, rank: int, size: int):
     if data.x_test is None:
         return None
     return data.x_test[rank::size], data.y_test[rank::size]
+
+
+class ArraySource:
+    """A :class:`Dataset` as a training source: every rank holds all of it and reads its
+    sub-block of each global batch (:func:`shard_batches`).
+
+    The steps per epoch come from the global sample count, which every rank sees, so no
+    collective is needed; the remainder of the shuffled set past the last full global
+    batch is dropped.
+
+    Args:
+        data: the arrays.
+    """
+
+    def __init__(self, data: Dataset):
+        self.data = data
+        self.name = data.name
+        self.input_shape = data.input_shape
+        self.num_classes = data.num_classes
+
+    def summary(self):
+        """Nothing to share: every rank sees the whole set."""
+        return None
+
+    def settle(self, summaries, batch_size: int, size: int, limit: int | None) -> int:
+        """The steps per epoch (see :func:`steps_per_epoch`).
+
+        Raises:
+            UsageError: the data cannot fill one global batch.
+        """
+        return steps_per_epoch(len(self.data.x_train), batch_size, size, limit)
+
+    def batches(self, epoch: int, seed: int, batch_size: int, rank: int, size: int,
+                steps: int, start: int = 0):
+        """This rank's ``(x, y)`` numpy batches of one epoch (:func:`shard_batches`)."""
+        return shard_batches(self.data, epoch, seed, batch_size, rank, size, steps, start)
+
+    def eval_shard(self, rank: int, size: int):
+        """This rank's strided part of the test set, or None."""
+        return eval_shard(self.data, rank, size)
+
+    def sample(self, batch_size: int):
+        """The training arrays, for the cost model's data term."""
+        return self.data.x_train, self.data.y_train
