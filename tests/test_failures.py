@@ -72,7 +72,8 @@ tf.function(lambda g: overlapped_allreduce(g, name="grads/mismatched"))([tf.ones
 @pytest.mark.timeout(90)
 def test_a_rank_missing_from_overlapped_buckets_is_named_then_aborted():
     result = run_mpi(2, ["-c", OVERLAP_STALL], timeout=75, DISTRAIN_STALL_WARNING_SECONDS="1",
-                     DISTRAIN_STALL_SHUTDOWN_SECONDS="4", DISTRAIN_FIRST_BUCKET_BYTES="16")
+                     DISTRAIN_STALL_SHUTDOWN_SECONDS="4", DISTRAIN_FIRST_BUCKET_BYTES="16",
+                     DISTRAIN_OVERLAP="1")
     assert result.returncode != 0
     assert "ranks not joined: 1" in result.stderr, result.stderr[-2000:]
     assert "grads/overlapped (bucket 1 of 2)" in result.stderr, result.stderr[-2000:]
@@ -82,7 +83,7 @@ def test_a_rank_missing_from_overlapped_buckets_is_named_then_aborted():
 @pytest.mark.mpi
 @pytest.mark.timeout(90)
 def test_a_mismatch_in_an_overlapped_bucket_aborts_every_rank_naming_it():
-    result = run_mpi(2, ["-c", OVERLAP_CRASH], timeout=75)
+    result = run_mpi(2, ["-c", OVERLAP_CRASH], timeout=75, DISTRAIN_OVERLAP="1")
     assert result.returncode != 0
     assert "grads/mismatched (bucket 1 of 1)" in result.stderr, result.stderr[-2000:]
     assert "aborting every rank" in result.stderr, result.stderr[-2000:]

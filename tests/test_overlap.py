@@ -57,10 +57,10 @@ def test_an_error_in_a_queued_collective_reaches_its_waiter():
 
 
 @pytest.mark.parametrize("value, on", [("1", True), ("0", False), ("off", False),
-                                       ("false", False), ("yes", True)])
-def test_the_overlap_switch(value, on):
+                                       ("false", False), ("yes", True), ("on", True)])
+def test_the_overlap_switch_is_off_unless_set(value, on):
     assert overlap_enabled({"DISTRAIN_OVERLAP": value}) is on
-    assert overlap_enabled({}) is True
+    assert overlap_enabled({}) is False
 
 
 def test_bucket_sizes_from_the_environment():

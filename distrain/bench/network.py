@@ -55,7 +55,7 @@ def _train(hosts: NamespaceHosts, args, compression: str, overlap: bool, threads
             "--start-timeout", "60", sys.executable, "-m", "distrain.bench", "train",
             "--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--batch-size", str(args.batch_size), "--compression", compression, "--json",
-            *([] if overlap else ["--no-overlap"])]
+            *(["--overlap"] if overlap else [])]
     child = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
                  TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(argv, capture_output=True, text=True, env=child,

@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="timed steps (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps (default 5)")
     p.add_argument("--compression", default="none")
-    p.add_argument("--no-overlap", dest="overlap", action="store_false",
-                   help="reduce the gradients after backward instead of during it")
+    p.add_argument("--overlap", action="store_true",
+                   help="reduce gradient buckets while backward runs")
     p.add_argument("--dataset", default="synthetic",
                    help="any --dataset of python -m distrain.train, e.g. images:DIR "
                         "(default synthetic)")

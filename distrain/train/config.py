@@ -63,8 +63,8 @@ class TrainConfig:
         plot: draw the per-rank phase bars here (PNG).
         calibrate: redo the cost model's allreduce calibration.
         cost_model: predict the step time and print it beside the measured one.
-        overlap: reduce gradient buckets while backward runs (``--no-overlap``, or
-            ``DISTRAIN_OVERLAP=0``, reduces them all after backward).
+        overlap: reduce gradient buckets while backward runs (``--overlap``), or all after
+            backward (``--no-overlap``); None follows ``DISTRAIN_OVERLAP`` (off unless 1).
     """
 
     model: str = "mlp"
@@ -97,7 +97,7 @@ class TrainConfig:
     plot: str | None = None
     calibrate: bool = False
     cost_model: bool = True
-    overlap: bool = True
+    overlap: bool | None = None
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch-size": self.batch_size,
@@ -225,8 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true",
                    help="redo the cost model's allreduce calibration")
     p.add_argument("--no-cost-model", dest="cost_model", action="store_false")
+    p.add_argument("--overlap", dest="overlap", action="store_true", default=d.overlap,
+                   help="reduce gradient buckets while backward runs (DISTRAIN_OVERLAP=1)")
     p.add_argument("--no-overlap", dest="overlap", action="store_false",
-                   help="reduce the gradients after backward instead of during it")
+                   help="reduce the gradients after backward (the default)")
     return p
 
 

@@ -131,7 +131,8 @@ def run(config: TrainConfig) -> TrainResult:
     world = env.detect_world()
     quiet_tensorflow()
     threads = rank_threads(config.threads, world.local_size)
-    overlap = config.overlap and overlap_enabled() and world.size > 1
+    overlap = (overlap_enabled() if config.overlap is None else config.overlap) and \
+        world.size > 1
     device = configure_tensorflow(threads, world.local_rank, config.seed + world.rank,
                                   overlap)
     distrain.init(None if config.backend == "auto" else config.backend)

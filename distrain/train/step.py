@@ -2,7 +2,7 @@
 
 The three parts run as separate calls so each can be timed: ``compute`` and ``apply`` are
 ``tf.function``s, and the allreduce in between works on the gradients' own memory. With
-overlap (the default; :mod:`distrain.overlap`), ``compute`` also starts each bucket's
+overlap (``--overlap``; :mod:`distrain.overlap`), ``compute`` also starts each bucket's
 allreduce as soon as backward has made its gradients, and the allreduce phase is what is left
 to wait for once backward is done: the exposed part of the communication.
 """
@@ -51,7 +51,7 @@ class TrainStep:
         overlap: reduce gradient buckets during backward (where the backend allows).
     """
 
-    def __init__(self, model, optimizer, compression, timer: StepTimer, overlap: bool = True):
+    def __init__(self, model, optimizer, compression, timer: StepTimer, overlap: bool = False):
         import tensorflow as tf
         import keras
         self.model = model
@@ -79,7 +79,7 @@ class TrainStep:
         def compute_and_start(x, y):
             loss, correct, grads = compute(x, y)
             started = start_overlapped_allreduce(grads, compression=compression,
-                                                 name="gradients")
+                                                 name="gradients", enabled=True)
             if started is None:
                 return loss, correct, grads, ()
             tokens, self._plan = started

@@ -17,6 +17,7 @@ SHAPES = [(3,), (40, 7), (1,), (300, 300), (5, 2), (2,)]   # one above the 1 MiB
 @pytest.fixture(autouse=True)
 def small_buckets(monkeypatch):
     # a few hundred bytes per bucket: every test cuts its tensors into several buckets
+    monkeypatch.setenv("DISTRAIN_OVERLAP", "1")
     monkeypatch.setenv("DISTRAIN_FIRST_BUCKET_BYTES", "64")
     monkeypatch.setenv("DISTRAIN_BUCKET_BYTES", "512")
 
