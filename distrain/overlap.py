@@ -66,8 +66,9 @@ def grouped_allreduce_async(tensors: Sequence, op=None, compression=Compression.
         A handle for :func:`synchronize`.
     """
     arrays = [to_numpy(t) for t in tensors]
-    return _start(arrays, parse_op(Average if op is None else op), compression,
-                  name or f"grouped_allreduce_async of {len(arrays)} tensor(s)")
+    label = name or f"grouped_allreduce_async of {len(arrays)} tensor(s)"
+    return _start(arrays, collectives.allreduce_runner(parse_op(Average if op is None else op),
+                                                       compression, label))
 
 
 def synchronize(handle: int) -> list[np.ndarray]:
@@ -80,8 +81,7 @@ def synchronize(handle: int) -> list[np.ndarray]:
     return process_queue().wait(int(handle))
 
 
-def _start(arrays, op, compression, label) -> int:
-    run = collectives.allreduce_runner(op, compression, label)
+def _start(arrays, run) -> int:
     return process_queue().submit(lambda: run(arrays))
 
 
@@ -122,10 +122,11 @@ def start_overlapped_allreduce(tensors: Sequence, op=None, compression=Compressi
     reduce_op = parse_op(Average if op is None else op)
     tokens = []
     for number, bucket in enumerate(plan):
-        label = f"{name} (bucket {number + 1} of {len(plan)})"
-        tokens.append(graph_start(
-            lambda arrays, label=label: _start(arrays, reduce_op, compression, label),
-            [tensors[i] for i in bucket]))
+        # the runner is made once, when the function is traced, not at every step
+        run = collectives.allreduce_runner(reduce_op, compression,
+                                           f"{name} (bucket {number + 1} of {len(plan)})")
+        tokens.append(graph_start(lambda arrays, run=run: _start(arrays, run),
+                                  [tensors[i] for i in bucket]))
     return tokens, plan
 
 

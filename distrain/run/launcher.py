@@ -147,7 +147,7 @@ def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
     """
     environ = dict(os.environ if environ is None else environ)
     console = Console(out or sys.stdout, err or sys.stderr)
-    the_plan = plan(config, environ)
+    the_plan = plan(config, environ)   # bad input is found before anything starts
     files = RankFiles(config.output_filename) if config.output_filename else None
     try:
         for attempt in range(config.max_restarts + 1):
