@@ -35,6 +35,8 @@ def test_overlapped_sum_in_a_tf_function_is_exact(dtype):
         np.testing.assert_array_equal(out.numpy(), expected(shape, dtype, hvd.Sum, salt=i))
 
 
+@pytest.mark.skipif(hvd.collectives.native_backend(),
+                    reason="Horovod's backend runs its own asynchronous ops: no distrain buckets")
 def test_the_buckets_are_issued_last_tensor_first_with_a_small_first_bucket():
     inputs = [tf.constant(value_of(RANK, s, "float32", salt=i)) for i, s in enumerate(SHAPES)]
     plans = []
@@ -52,6 +54,13 @@ def test_the_buckets_are_issued_last_tensor_first_with_a_small_first_bucket():
     assert plan[0][0] == 5 and plan[-1][-1] == 0     # last tensor first, first tensor last
     assert [i for bucket in plan for i in bucket] == list(reversed(range(len(SHAPES))))
     assert len(plan) > 2
+
+
+@pytest.mark.skipif(not hvd.collectives.native_backend(), reason="the Horovod backend's path")
+def test_under_horovods_backend_no_buckets_are_started():
+    inputs = [tf.constant(value_of(RANK, s, "float32", salt=i)) for i, s in enumerate(SHAPES)]
+    started = tf.function(lambda t: start_overlapped_allreduce(t, name="native") is None)
+    assert started(inputs)
 
 
 def test_overlapped_average_matches_one_grouped_allreduce():
