@@ -29,7 +29,7 @@ from distrain import environment as env
 from distrain.engine.overlap import (DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES,
                                      plan_buckets, process_queue)
 from distrain.engine.tensors import (Kind, from_numpy, graph_finish, graph_start,
-                                     is_indexed_slices, is_symbolic, to_numpy)
+                                     is_indexed_slices, is_symbolic, to_numpy, unconverted)
 from distrain.ops import Average, Compression, parse_op
 
 __all__ = ["overlap_enabled", "bucket_sizes", "grouped_allreduce_async", "synchronize",
@@ -123,8 +123,9 @@ def start_overlapped_allreduce(tensors: Sequence, op=None, compression=Compressi
     tokens = []
     for number, bucket in enumerate(plan):
         # the runner is made once, when the function is traced, not at every step
-        run = collectives.allreduce_runner(reduce_op, compression,
-                                           f"{name} (bucket {number + 1} of {len(plan)})")
+        # unconverted: the queue's thread runs it, outside the op that AutoGraph is off in
+        run = unconverted(collectives.allreduce_runner(
+            reduce_op, compression, f"{name} (bucket {number + 1} of {len(plan)})"))
         tokens.append(graph_start(lambda arrays, run=run: _start(arrays, run),
                                   [tensors[i] for i in bucket]))
     return tokens, plan
