@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sys
+import time
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ from distrain.backends.stall import StallInspector
 from distrain.engine.buffers import bfloat16
 from distrain.engine.fused import FusedEngine
 from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
+from distrain.engine.overlap import on_queue_thread
 from distrain.environment import World, WorldError
 from distrain.ops import ReduceOp
 
@@ -74,8 +76,11 @@ class _MPITransport:
             send = None if send is None else send.view(np.uint16)
         else:
             mpi_type, mpi_op = self._types[recv.dtype], self._ops[op]
-        self.comm.Allreduce(MPI.IN_PLACE if send is None else [send, mpi_type],
-                            [recv, mpi_type], mpi_op)
+        send_buf = MPI.IN_PLACE if send is None else [send, mpi_type]
+        if on_queue_thread():
+            _wait_politely(self.comm.Iallreduce(send_buf, [recv, mpi_type], mpi_op))
+        else:
+            self.comm.Allreduce(send_buf, [recv, mpi_type], mpi_op)
 
     def bcast(self, buf, root):
         self.comm.Bcast([buf, self.MPI.BYTE], root)
@@ -90,6 +95,15 @@ class _MPITransport:
         for op in self._user_ops.values():
             op.Free()
         self._user_ops.clear()
+
+
+def _wait_politely(request, pause: float = 0.0002) -> None:
+    """Waits for ``request`` sleeping between tests: the kernel moves TCP data meanwhile,
+    and the core goes to the computation the collective overlaps with (numpy compute
+    beside a 0.7 MB allreduce over a 1 Gbit link, 2 ranks: 36 ms a step polled so, 42 ms
+    with the blocking call's spin, 34 ms alone)."""
+    while not request.Test():
+        time.sleep(pause)
 
 
 def _ufunc_op(ufunc, dtype):

@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from distrain.engine.overlap import on_queue_thread
+
 __all__ = ["StallInspector", "STALL_TAG"]
 
 STALL_TAG = 7331
@@ -108,18 +110,20 @@ class StallInspector:
         """
         from mpi4py import MPI
         start = self.clock()
-        spin_until = time.perf_counter() + 0.002
-        pause = 0.00005
+        # on the overlap queue's thread computation needs the core: short sleeps, no spin
+        background = on_queue_thread()
+        spin_until = time.perf_counter() + (0 if background else 0.002)
+        pause, longest = 0.00005, (0.0002 if background else 0.002)
         noted = False
         next_warning = self.warning_seconds
         while not request.Test():
             # Busy-poll (yielding the core) for 2 ms, which covers the usual wait for the
-            # other ranks without sleep-granularity delay; then back off up to 2 ms.
+            # other ranks without sleep-granularity delay; then back off up to 2 ms (0.2).
             if time.perf_counter() < spin_until:
                 os.sched_yield()
                 continue
             time.sleep(pause)
-            pause = min(pause * 2, 0.002)
+            pause = min(pause * 2, longest)
             waited = self.clock() - start
             if self.rank == 0:
                 self._drain(MPI, seq)

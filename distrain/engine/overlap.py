@@ -23,7 +23,7 @@ import threading
 from typing import Callable, Sequence
 
 __all__ = ["plan_buckets", "CollectiveQueue", "process_queue", "drain_process_queue",
-           "close_process_queue", "DEFAULT_BUCKET_BYTES", "DEFAULT_FIRST_BUCKET_BYTES"]
+           "close_process_queue", "on_queue_thread", "DEFAULT_BUCKET_BYTES", "DEFAULT_FIRST_BUCKET_BYTES"]
 
 DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024
 DEFAULT_FIRST_BUCKET_BYTES = 1024 * 1024
@@ -56,6 +56,20 @@ def plan_buckets(nbytes: Sequence[int], first_bucket_bytes: int,
     return buckets
 
 
+_thread = threading.local()
+
+
+def on_queue_thread() -> bool:
+    """True on a :class:`CollectiveQueue`'s thread: a transport there waits for the network
+    by polling with short sleeps, leaving the core to the computation it overlaps with,
+    where a blocking MPI call would spin on it."""
+    return getattr(_thread, "queue", False)
+
+
+def _mark_queue_thread() -> None:
+    _thread.queue = True
+
+
 class CollectiveQueue:
     """Runs collectives on one background thread, in the order they were submitted.
 
@@ -64,7 +78,8 @@ class CollectiveQueue:
 
     def __init__(self):
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="distrain-collectives")
+            max_workers=1, thread_name_prefix="distrain-collectives",
+            initializer=_mark_queue_thread)
         self._futures: dict[int, concurrent.futures.Future] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
