@@ -10,8 +10,9 @@ only where they are used. Every collective of :mod:`distrain.collectives` first 
 the queue is idle, so collectives keep one order on every rank. Overlap is off unless
 ``DISTRAIN_OVERLAP=1`` (or ``python -m distrain.train --overlap``): measured here, a model
 whose gradients fill one bucket only pays the extra ops (cnn at 2 ranks: 11.3 against
-10.2 ms a step). Without it, one grouped allreduce runs after backward; eager code, the Horovod backend, sparse
-gradients and tensors of unknown size always take that path.
+10.2 ms a step). Without it, one grouped allreduce runs after backward; eager code, the
+Horovod backend, sparse gradients, tensors of unknown size and gradients that fill a single
+bucket (its allreduce could only start once backward is done) always take that path.
 
 Example:
     >>> handle = distrain.grouped_allreduce_async([np.ones(3)])   # doctest: +SKIP
@@ -117,7 +118,7 @@ def start_overlapped_allreduce(tensors: Sequence, op=None, compression=Compressi
             and not collectives.native_backend()):
         return None
     plan = _plan(tensors)
-    if plan is None:
+    if plan is None or len(plan) < 2:   # one bucket starts when backward ends: no overlap
         return None
     reduce_op = parse_op(Average if op is None else op)
     tokens = []

@@ -63,8 +63,9 @@ OVERLAP_CRASH = """
 import distrain as hvd, numpy as np, tensorflow as tf
 from distrain.overlap import overlapped_allreduce
 hvd.init()
-shape = (4,) if hvd.rank() == 0 else (5,)   # ranks disagree on a bucket's shapes
-tf.function(lambda g: overlapped_allreduce(g, name="grads/mismatched"))([tf.ones(shape)])
+shape = (4,) if hvd.rank() == 0 else (5,)   # ranks disagree on the second bucket's shapes
+tf.function(lambda g: overlapped_allreduce(g, name="grads/mismatched"))(
+    [tf.ones(shape), tf.ones((8,))])
 """
 
 
@@ -83,9 +84,10 @@ def test_a_rank_missing_from_overlapped_buckets_is_named_then_aborted():
 @pytest.mark.mpi
 @pytest.mark.timeout(90)
 def test_a_mismatch_in_an_overlapped_bucket_aborts_every_rank_naming_it():
-    result = run_mpi(2, ["-c", OVERLAP_CRASH], timeout=75, DISTRAIN_OVERLAP="1")
+    result = run_mpi(2, ["-c", OVERLAP_CRASH], timeout=75, DISTRAIN_OVERLAP="1",
+                     DISTRAIN_FIRST_BUCKET_BYTES="16")
     assert result.returncode != 0
-    assert "grads/mismatched (bucket 1 of 1)" in result.stderr, result.stderr[-2000:]
+    assert "grads/mismatched (bucket 2 of 2)" in result.stderr, result.stderr[-2000:]
     assert "aborting every rank" in result.stderr, result.stderr[-2000:]
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from distrain.engine.overlap import CollectiveQueue, plan_buckets
+from distrain.engine.overlap import CollectiveQueue, on_queue_thread, plan_buckets
 from distrain.overlap import bucket_sizes, overlap_enabled
 
 
@@ -36,6 +36,7 @@ def test_the_queue_runs_in_submission_order_and_drain_waits_for_all():
     queue.drain()
     assert [k for k, _ in ran] == list(range(6))
     assert all(name.startswith("distrain-collectives") for _, name in ran)
+    assert queue.wait(queue.submit(on_queue_thread)) is True and not on_queue_thread()
     assert [queue.wait(h) for h in handles] == [k * k for k in range(6)]
     assert queue.pending() == 0
     queue.close()
@@ -115,3 +116,22 @@ def test_collective_work_runs_with_autograph_off_in_graph_ops_and_on_the_queue(m
         hvd.shutdown()
     assert {where for where, _ in seen} == {"op", "queue"}
     assert all(status == ag_ctx.Status.DISABLED for _, status in seen), seen
+
+
+def test_gradients_that_fill_one_bucket_take_the_grouped_path(monkeypatch):
+    import tensorflow as tf
+
+    import distrain as hvd
+    from distrain.overlap import start_overlapped_allreduce
+
+    monkeypatch.setenv("DISTRAIN_OVERLAP", "1")
+    hvd.init("local")
+    try:
+        def started(first_bucket_bytes):
+            monkeypatch.setenv("DISTRAIN_FIRST_BUCKET_BYTES", str(first_bucket_bytes))
+            return tf.function(lambda t: start_overlapped_allreduce(t) is not None)(
+                [tf.ones([4]), tf.ones([4])])
+        assert not started(1 << 20)     # 32 bytes in a 1 MiB first bucket: nothing overlaps
+        assert started(16)              # two buckets: the last tensor's starts first
+    finally:
+        hvd.shutdown()
