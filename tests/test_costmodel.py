@@ -216,6 +216,20 @@ def test_predict_runs_without_training_or_mpi(keras):
     agreed = costmodel.predict(model, batch_size=8, num_classes=4, repeats=3, min_seconds=0,
                                agree=lambda n: asked.append(n) or 7)
     assert asked == [3] and len(agreed.rounds) == 7
+    # With overlap, the allreduce is what the bucket schedule leaves past backward; every
+    # gradient belongs to a sub-model that has variables, in forward order.
+    comm = costmodel.CommModel(size=2, alpha=1e-5, beta=1e-9)
+    overlapped = costmodel.predict(model, batch_size=8, num_classes=4, repeats=3,
+                                   min_seconds=0, comm=comm, buckets=(64, 256))
+    names = [n for n, _ in overlapped.submodels]
+    assert len(overlapped.owners) == len(model.trainable_variables)
+    assert overlapped.owners == sorted(overlapped.owners) and names[-1] == "loss"
+    assert all(overlapped.owners[i] < len(names) - 1 for i in range(len(overlapped.owners)))
+    from distrain.costmodel.overlap import exposed_allreduce
+    assert overlapped.phases["allreduce"] == pytest.approx(overlapped.wait + exposed_allreduce(
+        [t for _, t in overlapped.submodels], overlapped.owners, overlapped.gradient_shapes,
+        overlapped.gradient_dtypes, comm, 64, 256))
+    assert overlapped.recommended_bucket_bytes() >= 1 << 16
 
 
 @pytest.mark.timeout(240)
@@ -236,8 +250,37 @@ def test_bench_costmodel_predicts_every_phase_under_mpirun_with_2_ranks(tmp_path
         predicted = row["predicted_ms"]
         assert predicted["total"] == pytest.approx(
             sum(predicted[k] for k in ("data", "compute", "allreduce", "apply")), abs=0.01)
-        assert row["error_pct"] == pytest.approx(
+        assert row["error_of_medians_pct"] == pytest.approx(
             100 * (predicted["total"] - row["measured_ms"]["total"])
             / row["measured_ms"]["total"], abs=0.2)
+        assert row["median_run_error_pct"] == pytest.approx(
+            sorted(row["run_errors_pct"])[0] / 2 + sorted(row["run_errors_pct"])[1] / 2,
+            abs=0.11)
+        assert all(why for why in row["disturbed_runs"].values())
     # The calibration was measured for this world (2 ranks) and cached.
     assert any(name.endswith("-p2-mpi.json") for name in os.listdir(tmp_path))
+
+
+def test_overlapped_buckets_leave_exposed_only_what_runs_past_backward():
+    from distrain.costmodel.overlap import (bucket_schedule, exposed_allreduce,
+                                            recommended_bucket_bytes)
+    comm = CommModel(size=2, alpha=0.0, beta=1e-9)   # 1 MB of float32 takes 1 ms at 2 ranks
+    shapes, dtypes = [(250_000,)] * 3, ["float32"] * 3
+    # Three sub-models of 3 ms (2 ms of backward each), one gradient each: backward makes
+    # gradient 2 at 2 ms, 1 at 4 ms, 0 at 6 ms; each bucket runs 1 ms after its gradient.
+    total, runs = bucket_schedule([0.003] * 3, [0, 1, 2], shapes, dtypes, comm, 1, 1)
+    assert total == pytest.approx(0.006)
+    assert runs == [pytest.approx((0.002, 0.003)), pytest.approx((0.004, 0.005)),
+                    pytest.approx((0.006, 0.007))]
+    assert exposed_allreduce([0.003] * 3, [0, 1, 2], shapes, dtypes, comm, 1, 1) == \
+        pytest.approx(0.001)
+    # A slow link: each bucket takes 5 ms, so they queue and 11 ms run past backward.
+    slow = CommModel(size=2, alpha=0.0, beta=5e-9)
+    assert exposed_allreduce([0.003] * 3, [0, 1, 2], shapes, dtypes, slow, 1, 1) == \
+        pytest.approx(0.013 - 0.002)
+    # One bucket holds everything: it starts when backward ends, as without overlap.
+    assert exposed_allreduce([0.003] * 3, [0, 1, 2], shapes, dtypes, comm, 1 << 30,
+                             1 << 30) == pytest.approx(comm.allreduce_time(shapes, dtypes))
+    # The smallest bucket limit that lets every gradient go on its own is recommended.
+    assert recommended_bucket_bytes([0.003] * 3, [0, 1, 2], shapes, dtypes, comm, 1) == \
+        1 << 16

@@ -3,8 +3,10 @@
 For each model (default: the built-ins mlp, cnn and resnet) it trains on synthetic data for
 ``--steps`` steps with the cost model on, ``--repeats`` times, and prints the predicted and
 measured (median over ranks of each rank's median, then over the runs) time of each phase
-and of the whole step, with the signed error (predicted - measured) / measured, and each
-run's own error. It also prints what the step timer itself costs.
+and of the whole step, then each run's signed error of the total, (predicted - measured) /
+measured, with their median, and which runs were disturbed (ranks whose steps scattered or
+lagged: :mod:`distrain.timing.trust`). The closing line is over every run of every model:
+the median and the worst |error|. It also prints what the step timer itself costs.
 
 Example:
     mpirun -np 2 python -m distrain.bench costmodel --json
@@ -34,10 +36,13 @@ def timer_overhead(steps: int = 20000) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict]:
-    """Trains ``model`` once with the cost model on; returns (predicted, measured) seconds
-    per phase and ``total``, measured as the median over ranks of each rank's median."""
+def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list]:
+    """Trains ``model`` once with the cost model on; returns (predicted, measured seconds
+    per phase and ``total``, measured as the median over ranks of each rank's median, and
+    why the run was disturbed: :func:`distrain.timing.trust.disturbances`)."""
     import distrain
+    from distrain.timing.summary import aggregate
+    from distrain.timing.trust import disturbances
     from distrain.train.config import TrainConfig
     from distrain.train.runner import run
     config = TrainConfig(model=model, batch_size=args.batch_size,
@@ -47,11 +52,13 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict]:
                          quiet=True, calibrate=calibrate, timing_warmup=args.warmup)
     result = run(config)
     summary = summarize_rank(result.timer.steps, distrain.rank(), "", args.warmup)
+    everyone = distrain.allgather_object(summary)
     mine = dict(summary.phases, total=summary.total)
-    everyone = distrain.allgather_object(mine)
-    measured = {k: statistics.median(m[k] for m in everyone) for k in mine}
+    measured = {k: statistics.median(s.seconds(k) for s in everyone) for k in mine}
     predicted = dict(result.prediction.phases, total=result.prediction.total)
-    return predicted, measured
+    shaken = disturbances(argparse.Namespace(ranks=everyone,
+                                             aggregate=aggregate(everyone, 1)))
+    return predicted, measured, shaken
 
 
 def _error(predicted: float, measured: float) -> float:
@@ -62,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the comparison on every rank; rank 0 prints.
 
     Each model is trained ``--repeats`` times, the models taking turns, so that a slow
-    spell of the machine does not fall on one model's runs alone; the prediction and the
-    measurement of a model are each the median over its runs.
+    spell of the machine does not fall on one model's runs alone; the tables show the
+    median over a model's runs of each phase, the errors are each run's own.
 
     Returns:
         0, or 2 for bad arguments.
@@ -91,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         predicted = {k: statistics.median(r[0][k] for r in runs[model]) for k in runs[model][0][0]}
         measured = {k: statistics.median(r[1][k] for r in runs[model]) for k in runs[model][0][1]}
+        errors = [_error(r[0]["total"], r[1]["total"]) for r in runs[model]]
         rows.append({"model": model, "ranks": distrain.size(),
                      "predicted_ms": {k: round(v * 1e3, 3) for k, v in predicted.items()},
                      "measured_ms": {k: round(v * 1e3, 3) for k, v in measured.items()},
-                     "error_pct": _error(predicted["total"], measured["total"]),
-                     "run_errors_pct": [_error(r[0]["total"], r[1]["total"])
-                                        for r in runs[model]]})
+                     "run_errors_pct": errors,
+                     "median_run_error_pct": round(statistics.median(errors), 1),
+                     "error_of_medians_pct": _error(predicted["total"], measured["total"]),
+                     "disturbed_runs": {str(i + 1): r[2] for i, r in enumerate(runs[model])
+                                        if r[2]}})
     overhead = timer_overhead()
     if distrain.rank() == 0:
         if args.json:
@@ -117,7 +127,12 @@ def _print(rows: list[dict], args, overhead: float) -> None:
             print(f"  {row['model']:8s} {phase:10s} "
                   f"{row['predicted_ms'][phase]:13.3f} {row['measured_ms'][phase]:12.3f}")
         runs = ", ".join(f"{e:+.1f}" for e in row["run_errors_pct"])
-        print(f"  {row['model']:8s} error {row['error_pct']:+.1f} % (runs: {runs} %)")
-    errors = [abs(r["error_pct"]) for r in rows]
-    print(f"  median |error| {statistics.median(errors):.1f} %")
+        print(f"  {row['model']:8s} total error of each run: {runs} % "
+              f"(median {row['median_run_error_pct']:+.1f} %)")
+        for run, why in row["disturbed_runs"].items():
+            print(f"  {row['model']:8s} run {run} disturbed: {'; '.join(why)}")
+    errors = [abs(e) for r in rows for e in r["run_errors_pct"]]
+    print(f"  over all {len(errors)} runs: median |error| {statistics.median(errors):.1f} %, "
+          f"worst {max(errors):.1f} %; "
+          f"{sum(len(r['disturbed_runs']) for r in rows)} run(s) disturbed")
     print(f"  timer overhead {overhead * 1e6:.2f} us per step", flush=True)

@@ -13,10 +13,15 @@ Every rank joins (it is a collective):
   host share is not timed on the real tensors).
 
 The result is written to ``$DISTRAIN_CACHE_DIR`` (default ``~/.cache/distrain``) as
-``calibration-HOST-pN-BACKEND.json`` and reused until ``--calibrate`` asks again.
+``calibration-HOST-pN-BACKEND.json``, with when it was made, the host's load then and the
+sweep itself, and reused until ``--calibrate`` asks again or a run finds it stale
+(:func:`mark_stale`: its measured allreduce disagreed with the prediction). A fit that cannot
+be trusted (:func:`fit_problem`) is measured once more; if it is still implausible it is
+used for this run only, never cached, and the report says why.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -33,9 +38,11 @@ from distrain.errors import UsageError
 from distrain.files import write_atomically
 from distrain.costmodel.ring import CommModel, fit_alpha_beta, ring_time
 
-__all__ = ["calibrate", "cache_path", "load_or_calibrate", "VERSION"]
+__all__ = ["calibrate", "cache_path", "load_or_calibrate", "fit_problem", "mark_stale",
+           "VERSION", "MAX_RESIDUAL"]
 
-VERSION = 2  # what the constants mean; a cache of another version is measured again
+VERSION = 3  # what the constants mean; a cache of another version is measured again
+MAX_RESIDUAL = 0.5  # the most a trusted fit may miss one of the sweep's sizes by, relative
 
 
 def cache_path(size: int, backend: str) -> str:
@@ -63,17 +70,69 @@ def _sweep(chunk_bytes: int, repeats: int):
     return sizes, times
 
 
+def fit_problem(sizes, seconds, ranks: int, alpha: float, beta: float) -> str:
+    """Why an ``alpha``/``beta`` fit of a sweep cannot be trusted; ``""`` when it can.
+
+    Implausible: ``beta`` at most 1e-12 s/byte (larger messages were not slower), a latency term
+    ``2(p-1) alpha`` below a quarter or above twice the smallest message's time, or a fitted
+    time more than :data:`MAX_RESIDUAL` off a measured one.
+
+    Args:
+        sizes: the sweep's message sizes, bytes, smallest first.
+        seconds: the measured time of each.
+        ranks: the world size.
+        alpha, beta: the fit.
+
+    Example:
+        >>> fit_problem([256, 1 << 20], [1e-5, 1e-3], 2, 5e-6, 1e-9)
+        ''
+        >>> fit_problem([256, 1 << 20], [1e-5, 1e-5], 2, 5e-6, 0.0)
+        'beta = 0 ns/byte: larger messages were not slower than small ones'
+    """
+    if beta <= 1e-12:   # faster than 1000 GB/s: no link; the sizes did not tell apart
+        return (f"beta = {beta * 1e9:.4g} ns/byte: larger messages were not slower than "
+                f"small ones")
+    latency, smallest = ring_time(0, ranks, alpha, 0.0), seconds[0]
+    if not 0.25 * smallest <= latency <= 2 * smallest:
+        return (f"latency 2(p-1) alpha = {latency * 1e6:.1f} us against "
+                f"{smallest * 1e6:.1f} us for the smallest message")
+    worst = max(abs(ring_time(n, ranks, alpha, beta) - t) / t for n, t in zip(sizes, seconds))
+    if worst > MAX_RESIDUAL:
+        return f"the fit misses one of the sweep's sizes by {worst:.0%}"
+    return ""
+
+
+def _fit(chunk: int, repeats: int, size: int):
+    """``(alpha, beta, problem, sweep)``: a fit, measured once more if implausible."""
+    for attempt in range(2):
+        sizes, times = _sweep(chunk, repeats * (attempt + 1))
+        alpha, beta = fit_alpha_beta(sizes, times, size)
+        problem = fit_problem(sizes, times, size, alpha, beta)
+        if not problem:
+            break
+    return alpha, beta, problem, {"sizes": sizes, "seconds": times}
+
+
+def _load_per_core() -> float | None:
+    try:
+        return round(os.getloadavg()[0] / (os.cpu_count() or 1), 2)
+    except OSError:
+        return None
+
+
 def calibrate(repeats: int = 20) -> CommModel:
     """Measures the communication constants on every rank of the running job.
 
     Returns:
-        The fitted :class:`CommModel`.
+        The fitted :class:`CommModel`; its ``calibration`` says when and under what load it
+        was measured, and ``problem`` why the fit is implausible (empty when it is not).
     """
     size = distrain.size()
     chunk, threshold = collectives.chunk_bytes(), collectives.fusion_threshold()
     alpha = beta = 0.0
+    problem, sweep = "", {}
     if size > 1:
-        alpha, beta = fit_alpha_beta(*_sweep(chunk, repeats), size)
+        alpha, beta, problem, sweep = _fit(chunk, repeats, size)
     src = np.ones(1 << 20, np.float32)
     dst = np.empty_like(src)
     gamma = _slowest(median_seconds(lambda: np.multiply(src, 0.5, out=dst), repeats)) \
@@ -87,12 +146,20 @@ def calibrate(repeats: int = 20) -> CommModel:
     # What one call costs beyond its host share and its message: the negotiation.
     host = median_seconds(host_allreduce(one, size, threshold, chunk), repeats)
     call_overhead = max(single - host - ring_time(16, size, alpha, beta), 0.0)
+    calibration = {"source": "measured", "measured_at": time.time(),
+                   "load": _load_per_core(), "problem": problem, "sweep": sweep}
     return CommModel(size, alpha, beta, gamma, call_overhead, tensor_overhead, chunk,
-                     threshold)
+                     threshold, calibration)
+
+
+def _constants(model: CommModel) -> dict:
+    return {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+            if f.name != "calibration"}
 
 
 def load_or_calibrate(recalibrate: bool = False) -> CommModel:
-    """The cached calibration for this job's shape, measured first when missing or asked.
+    """The cached calibration for this job's shape, measured first when missing, stale or
+    asked for; an implausible fit is used but not cached.
 
     Rank 0 decides and shares its constants, so every rank uses the same model.
 
@@ -100,7 +167,7 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
         recalibrate: measure even when a cache exists.
 
     Returns:
-        The :class:`CommModel`.
+        The :class:`CommModel`, its ``calibration`` filled in (``path``: the cache file).
     """
     path = cache_path(distrain.size(), collectives.backend_name())
     cached = None
@@ -111,17 +178,40 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
         except (OSError, ValueError):
             cached = None
     cached = distrain.allgather_object(cached)[0]
-    if cached is not None and (cached.get("version") != VERSION
+    if cached is not None and (cached.get("version") != VERSION or cached.get("stale")
                                or cached.get("chunk_bytes") != collectives.chunk_bytes()):
-        cached = None  # measured by an older distrain or with another chunk size
+        cached = None  # older distrain, found stale by a run, or another chunk size
     if cached is None:
         model = calibrate()
-        if distrain.rank() == 0:
-            _write(path, dict(vars(model), measured=time.time(), version=VERSION))
-        return model
-    fields = {k: cached[k] for k in CommModel.__dataclass_fields__ if k in cached}
+        if distrain.rank() == 0 and not model.calibration["problem"]:
+            _write(path, dict(_constants(model), version=VERSION, **model.calibration))
+        return dataclasses.replace(model, calibration=dict(model.calibration, path=path))
+    fields = {k: cached[k] for k in CommModel.__dataclass_fields__
+              if k in cached and k != "calibration"}
     fields["fusion_threshold"] = collectives.fusion_threshold()
+    fields["calibration"] = {"source": "cache", "measured_at": cached.get("measured_at"),
+                             "load": cached.get("load"), "problem": "", "path": path}
     return CommModel(**fields)
+
+
+def mark_stale(path: str, reason: str) -> bool:
+    """Marks the cached calibration at ``path`` stale, so the next run measures again.
+
+    Args:
+        path: the cache file (``CommModel.calibration["path"]``).
+        reason: what the run found, kept in the file.
+
+    Returns:
+        True when a cache was there and is now marked.
+    """
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    record["stale"] = reason
+    _write(path, record)
+    return True
 
 
 def _write(path: str, record: dict) -> None:

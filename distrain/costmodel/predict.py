@@ -12,6 +12,7 @@ import statistics
 import numpy as np
 
 from distrain.costmodel.compute import adjacent_pairs
+from distrain.costmodel.overlap import exposed_allreduce, recommended_bucket_bytes
 from distrain.costmodel.ring import WHATIF_SIZES, CommModel
 
 __all__ = ["Prediction", "predict", "call_cost", "whatif", "combine", "expected_wait"]
@@ -38,6 +39,10 @@ class Prediction:
         rounds: the seconds of each timed round up to the allreduce (data and compute),
             pooled over ranks after :func:`combine`; the spread behind :func:`expected_wait`.
         whatif: rows for p = 1, 2, 4, ... (see :func:`whatif`).
+        owners: for each gradient, the index of its sub-model in ``submodels``.
+        buckets: ``(first bucket bytes, bucket bytes)`` when the step overlaps the
+            allreduce with backward (its allreduce phase is then the exposed part,
+            :mod:`distrain.costmodel.overlap`); None when it does not.
     """
 
     phases: dict
@@ -51,6 +56,26 @@ class Prediction:
     wait: float = 0.0
     rounds: list = dataclasses.field(default_factory=list)
     whatif: list = dataclasses.field(default_factory=list)
+    owners: list = dataclasses.field(default_factory=list)
+    buckets: tuple | None = None
+
+    def allreduce_at(self, size: int | None = None) -> float:
+        """The allreduce phase less the wait, at ``size`` ranks (default: the measured)."""
+        if self.buckets is not None:
+            return exposed_allreduce([s for _, s in self.submodels], self.owners,
+                                     self.gradient_shapes, self.gradient_dtypes, self.comm,
+                                     *self.buckets, size=size)
+        return self.comm.allreduce_time(self.gradient_shapes, self.gradient_dtypes,
+                                        size=size, host=self.host)
+
+    def recommended_bucket_bytes(self) -> int | None:
+        """The overlap bucket size that leaves the least allreduce exposed; None without
+        overlap."""
+        if self.buckets is None:
+            return None
+        return recommended_bucket_bytes([s for _, s in self.submodels], self.owners,
+                                        self.gradient_shapes, self.gradient_dtypes,
+                                        self.comm, self.buckets[0])
 
     @property
     def total(self) -> float:
@@ -108,13 +133,10 @@ def whatif(prediction: Prediction, sizes=WHATIF_SIZES) -> list[dict]:
         (step time at 1 rank / step time at p).
     """
     fixed = sum(v for k, v in prediction.phases.items() if k != "allreduce")
-    comm = prediction.comm
     rows = []
     base = None
     for p in sizes:
-        collective = comm.allreduce_time(prediction.gradient_shapes, prediction.gradient_dtypes,
-                                         size=p, host=prediction.host)
-        step = fixed + _wait_at(prediction, p) + collective
+        step = fixed + _wait_at(prediction, p) + prediction.allreduce_at(p)
         base = step if base is None else base
         rows.append({"ranks": p, "step_s": step,
                      "samples_per_s": prediction.batch_size * p / step,
@@ -140,7 +162,8 @@ def call_cost(times: dict, names: list[str]) -> float:
 
 def predict(model, batch_size: int, num_classes: int | None = None, optimizer=None,
             data=None, comm: CommModel | None = None, repeats: int = 15,
-            sync=None, min_seconds: float = 0.5, agree=None) -> Prediction:
+            sync=None, min_seconds: float = 0.5, agree=None,
+            buckets: tuple[int, int] | None = None) -> Prediction:
     """Predicts one training step of ``model`` on this process.
 
     Args:
@@ -159,6 +182,8 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
         sync: a barrier across the job's ranks, met once per round where a step's
             allreduce makes the ranks meet; the time spent in it is the predicted wait
             for the slowest rank (0 when None).
+        buckets: ``(first bucket bytes, bucket bytes)`` when the step overlaps its
+            allreduce with backward; the allreduce is then the part left exposed.
 
     Returns:
         The :class:`Prediction`, what-if rows included.
@@ -199,12 +224,26 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     host, wait = times.get("allreduce", 0.0), times.get("wait", 0.0)
     phases = {"data": times.get("data", 0.0),
               "compute": call + sum(s for _, s in terms),
-              "allreduce": wait + comm.allreduce_time(shapes, dtypes, host=host),
+              "allreduce": 0.0,
               "apply": times.get("apply", 0.0)}
     prediction = Prediction(phases, terms, call, comm, batch_size, shapes, dtypes, host=host,
-                            wait=wait, rounds=up_to_allreduce)
+                            wait=wait, rounds=up_to_allreduce,
+                            owners=_owners(model, names, variables), buckets=buckets)
+    phases["allreduce"] = wait + prediction.allreduce_at()
     prediction.whatif = whatif(prediction)
     return prediction
+
+
+def _owners(model, names: list[str], variables) -> list[int]:
+    """For each variable, the index in ``names`` of the sub-model that holds it (the last
+    sub-model where none does)."""
+    from distrain.costmodel.compute import submodels
+    index = {name: i for i, name in enumerate(names)}
+    holder = {}
+    for name, piece in submodels(model):
+        for v in piece.trainable_variables:
+            holder.setdefault(id(v), index.get(name, len(names) - 1))
+    return [holder.get(id(v), len(names) - 1) for v in variables]
 
 
 def combine(predictions: list[Prediction]) -> Prediction:

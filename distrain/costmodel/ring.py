@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -53,6 +53,9 @@ def fit_alpha_beta(sizes: Sequence[float], seconds: Sequence[float], ranks: int)
     """Least-squares ``alpha`` and ``beta`` from allreduce times of several message sizes.
 
     Fits ``t = c0 + c1 x n`` and reads ``c0 = 2(p-1) alpha``, ``c1 = 2(p-1)/p x beta``.
+    The fit minimizes relative residuals (weights ``1/t``): the sweep spans 256 B to MiBs,
+    and a plain least-squares line is set by the large messages alone, leaving the
+    latency, which the small ones measure, to their noise.
 
     Args:
         sizes: message sizes in bytes.
@@ -67,7 +70,8 @@ def fit_alpha_beta(sizes: Sequence[float], seconds: Sequence[float], ranks: int)
     """
     if len(sizes) < 2 or ranks < 2:
         raise ValueError("fitting alpha and beta needs two or more sizes and ranks")
-    c1, c0 = np.polyfit(np.asarray(sizes, float), np.asarray(seconds, float), 1)
+    seconds = np.asarray(seconds, float)
+    c1, c0 = np.polyfit(np.asarray(sizes, float), seconds, 1, w=1 / np.maximum(seconds, 1e-12))
     alpha = max(float(c0), 0.0) / (2 * (ranks - 1))
     beta = max(float(c1), 0.0) * ranks / (2 * (ranks - 1))
     return alpha, beta
@@ -100,6 +104,11 @@ class CommModel:
         tensor_overhead: cost per tensor in a call (conversion, bookkeeping), seconds.
         chunk_bytes: the largest MPI message.
         fusion_threshold: the fusion bucket size.
+        calibration: where the constants came from, as the report shows it
+            (:func:`distrain.costmodel.calibrate.load_or_calibrate`): ``source``
+            (``measured``, ``cache``), ``measured_at`` (Unix time), ``load`` (rank 0's
+            host's one-minute load average per core then), ``problem`` (why a fit was not
+            cached), ``path``; empty for constants given by hand.
     """
 
     size: int
@@ -110,6 +119,7 @@ class CommModel:
     tensor_overhead: float = 0.0
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     fusion_threshold: int = DEFAULT_FUSION_THRESHOLD
+    calibration: Mapping = dataclasses.field(default_factory=dict, compare=False)
 
     def message_time(self, nbytes: float, size: int | None = None) -> float:
         """The ring time of one message at ``size`` ranks (default: the measured size)."""

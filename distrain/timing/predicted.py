@@ -34,6 +34,12 @@ class PredictedStep:
         fusion_threshold: the fusion buffer size the prediction assumes, bytes.
         recommended_fusion_threshold: the size the model recommends, bytes.
         whatif: rows ``{"ranks", "step_s", "samples_per_s", "efficiency"}``.
+        calibration: where alpha and beta came from (``CommModel.calibration``: source,
+            measured_at, load, problem, path).
+        overlap: the run overlapped its allreduce with backward, so its measured allreduce
+            phase is only the exposed part (and so is the predicted one).
+        recommended_bucket_bytes: with overlap, the bucket size that leaves the least
+            allreduce exposed.
     """
 
     phases: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -48,6 +54,9 @@ class PredictedStep:
     fusion_threshold: int | None = None
     recommended_fusion_threshold: int | None = None
     whatif: tuple[Mapping, ...] = ()
+    calibration: Mapping = dataclasses.field(default_factory=dict)
+    overlap: bool = False
+    recommended_bucket_bytes: int | None = None
 
     @classmethod
     def of(cls, prediction) -> "PredictedStep":
@@ -63,7 +72,10 @@ class PredictedStep:
                    tuple((name, seconds) for name, seconds in prediction.submodels),
                    prediction.call_overhead, prediction.host, prediction.wait, comm.alpha,
                    comm.beta, comm.gamma, comm.fusion_threshold,
-                   comm.recommended_fusion_threshold(), tuple(prediction.whatif))
+                   comm.recommended_fusion_threshold(), tuple(prediction.whatif),
+                   {k: v for k, v in getattr(comm, "calibration", {}).items() if k != "sweep"},
+                   getattr(prediction, "buckets", None) is not None,
+                   getattr(prediction, "recommended_bucket_bytes", lambda: None)())
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "PredictedStep":
@@ -75,7 +87,8 @@ class PredictedStep:
                    data.get("call_overhead"), data.get("allreduce_host"), data.get("wait"),
                    data.get("alpha"), data.get("beta"), data.get("gamma"),
                    data.get("fusion_threshold"), data.get("recommended_fusion_threshold"),
-                   tuple(data.get("whatif") or []))
+                   tuple(data.get("whatif") or []), dict(data.get("calibration") or {}),
+                   bool(data.get("overlap")), data.get("recommended_bucket_bytes"))
 
     def to_dict(self) -> dict:
         """The JSON form: the report's ``prediction`` object."""
@@ -85,4 +98,6 @@ class PredictedStep:
                 "wait": self.wait, "alpha": self.alpha, "beta": self.beta, "gamma": self.gamma,
                 "fusion_threshold": self.fusion_threshold,
                 "recommended_fusion_threshold": self.recommended_fusion_threshold,
-                "whatif": [dict(w) for w in self.whatif]}
+                "whatif": [dict(w) for w in self.whatif],
+                "calibration": dict(self.calibration), "overlap": self.overlap,
+                "recommended_bucket_bytes": self.recommended_bucket_bytes}

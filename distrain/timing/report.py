@@ -26,6 +26,7 @@ from distrain.timing.predicted import PredictedStep
 from distrain.timing.summary import (TOTAL, Aggregate, RankSummary, aggregate, compare,
                                      summarize_rank)
 from distrain.timing.timer import PHASES, StepRecord
+from distrain.timing.trust import calibration_disagreement, disturbances, trust_lines
 
 __all__ = ["SCHEMA", "Report", "build_report", "gather_report", "format_report",
            "report_to_json", "write_json"]
@@ -271,11 +272,20 @@ def _whatif_lines(prediction: PredictedStep) -> list[str]:
                      ".1f", "%")] for w in prediction.whatif]
     if not rows:
         return []
-    return ["", "what-if (same per-rank batch; efficiency 100% = linear scaling)",
+    return ["", "what-if (assumes a ring allreduce, every link with this run's alpha and "
+                "beta, the same per-rank batch and compute per rank; efficiency 100% = "
+                "linear scaling)",
             *_table(["ranks", "step ms", "samples/s", "efficiency"], rows, left=0)]
 
 
 def _fusion_lines(prediction: PredictedStep) -> list[str]:
+    bucket = [] if prediction.recommended_bucket_bytes is None else [
+        f"recommended overlap bucket size: {_bytes(prediction.recommended_bucket_bytes)} "
+        f"(DISTRAIN_BUCKET_BYTES)"]
+    return _threshold_lines(prediction) + bucket
+
+
+def _threshold_lines(prediction: PredictedStep) -> list[str]:
     recommended = prediction.recommended_fusion_threshold
     current = prediction.fusion_threshold
     if recommended is None:
@@ -297,7 +307,8 @@ def format_report(report: Report) -> str:
     lines = [*_heading(report), "", *_rank_table(report), "", *_aggregate_table(report)]
     prediction = report.prediction
     if prediction is not None:
-        lines += ["", *_comparison_lines(report), *_submodel_lines(prediction),
+        lines += ["", *_comparison_lines(report), *trust_lines(report),
+                  *_submodel_lines(prediction),
                   *_communication_lines(prediction), *_whatif_lines(prediction),
                   *_fusion_lines(prediction)]
     return "\n".join(lines)
@@ -341,13 +352,16 @@ def report_to_json(report: Report) -> dict:
         "ranks": [{"rank": s.rank, "host": s.host, "steps": s.steps, "excluded": s.excluded,
                    "includes_warmup": s.includes_warmup,
                    "median_s": {**{p: s.phases[p] for p in PHASES}, TOTAL: s.total},
-                   "steps_per_s": s.steps_per_s} for s in report.ranks],
+                   "steps_per_s": s.steps_per_s, "spread": s.spread}
+                  for s in report.ranks],
         "aggregate": {"samples_per_s": agg.samples_per_s,
                       "phases": {p: stats(agg.stats(p)) for p in PHASES + (TOTAL,)}},
         "comparison": {c.phase: {"predicted_s": c.predicted, "measured_s": c.measured,
                                  "error_pct": c.error_pct}
                        for c in compare(agg, report.prediction)},
         "prediction": None if report.prediction is None else report.prediction.to_dict(),
+        "disturbed": disturbances(report),
+        "calibration_disagreement": calibration_disagreement(report),
     }
     return _plain(data)
 

@@ -45,6 +45,8 @@ class RankSummary:
         phases: median seconds of each phase in ``PHASES`` (NaN when no steps).
         total: median seconds of the whole step, which also holds the time between phases.
         steps_per_s: ``1 / total``.
+        spread: how far the counted steps scatter: (90th - 10th percentile) / median of
+            the step times; NaN with fewer than two steps.
     """
 
     rank: int
@@ -55,6 +57,7 @@ class RankSummary:
     phases: Mapping[str, float]
     total: float
     steps_per_s: float
+    spread: float = math.nan
 
     def seconds(self, phase: str) -> float:
         """The median of ``phase``, or of the step for ``"total"``."""
@@ -87,7 +90,14 @@ def summarize_rank(records: Sequence[StepRecord], rank: int, host: str,
     total = _median([r.total for r in counted])
     rate = 1.0 / total if total > 0 else math.nan
     return RankSummary(rank, host, len(counted), len(records) - len(counted), includes_warmup,
-                       phases, total, rate)
+                       phases, total, rate, _spread([r.total for r in counted], total))
+
+
+def _spread(values: Sequence[float], median: float) -> float:
+    if len(values) < 2 or not median > 0:
+        return math.nan
+    tenth, *_, ninetieth = statistics.quantiles(values, n=10, method="inclusive")
+    return (ninetieth - tenth) / median
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from distrain.train import checkpoint, data as datasets
 from distrain.train.config import TrainConfig
 from distrain.train.models import build_model
 from distrain.train.progress import Printer
-from distrain.overlap import overlap_enabled
+from distrain.overlap import bucket_sizes, overlap_enabled
 from distrain.train.rank_setup import configure_tensorflow, quiet_tensorflow, rank_threads
 from distrain.train.step import TrainStep, learning_rate_at
 
@@ -164,7 +164,8 @@ def run(config: TrainConfig) -> TrainResult:
     if resume:
         printer.line(f"resumed from step {start_step}, weights {digest}")
 
-    prediction = _predict(config, model, optimizer, data) if config.cost_model else None
+    prediction = _predict(config, model, optimizer, data, overlap) if config.cost_model \
+        else None
     timer = StepTimer()
     train_step = TrainStep(model, optimizer, distrain.Compression.by_name(config.compression),
                            timer, overlap)
@@ -229,19 +230,25 @@ def _should_resume(config, rank: int) -> bool:
 
 
 def _report(config, timer, prediction, size, printer, final: bool) -> None:
-    """Gathers every rank's timing on rank 0, prints it, and writes the files asked for."""
+    """Gathers every rank's timing on rank 0, prints it, and writes the files asked for;
+    a final report whose allreduce disagrees with the calibration marks the cache stale."""
     import socket
     from distrain.timing.report import format_report, gather_report, write_json
+    from distrain.timing.trust import calibration_disagreement
     trace = final and config.timeline is not None
     report = gather_report(timer, distrain.rank(), socket.gethostname(), config.timing_warmup,
-                           config.global_batch_size(size),
-                           prediction,
+                           config.global_batch_size(size), prediction,
                            trace_steps=None if trace else 0)
     if report is None:
         return
     printer.line(format_report(report))
     if not final:
         return
+    error = calibration_disagreement(report)
+    if error is not None and report.prediction.calibration.get("path"):
+        from distrain.costmodel.calibrate import mark_stale
+        mark_stale(report.prediction.calibration["path"],
+                   f"a run's allreduce was predicted {error:+.0%} off")
     if config.report:
         write_json(report, config.report)
         printer.line(f"timing report written to {config.report}")
@@ -255,8 +262,9 @@ def _report(config, timer, prediction, size, printer, final: bool) -> None:
         printer.line(f"plot written to {config.plot}")
 
 
-def _predict(config, model, optimizer, data):
-    """Every rank times the cost model's terms; the median across ranks is the prediction."""
+def _predict(config, model, optimizer, data, overlap: bool):
+    """Every rank times the cost model's terms; the median across ranks is the prediction
+    (with overlap, of the step that reduces buckets during backward)."""
     from distrain import costmodel
     from distrain.costmodel.calibrate import load_or_calibrate
     comm = load_or_calibrate(config.calibrate)
@@ -264,7 +272,8 @@ def _predict(config, model, optimizer, data):
         model, config.batch_size, data.num_classes, optimizer, data.sample(config.batch_size),
         comm, sync=distrain.barrier,
         agree=lambda rounds: distrain.allreduce(np.int64(rounds), op=distrain.Max,
-                                                name="cost model rounds"))
+                                                name="cost model rounds"),
+        buckets=bucket_sizes() if overlap else None)
     return costmodel.combine(distrain.allgather_object(mine))
 
 
