@@ -257,8 +257,8 @@ def test_bench_costmodel_predicts_every_phase_under_mpirun_with_2_ranks(tmp_path
             sorted(row["run_errors_pct"])[0] / 2 + sorted(row["run_errors_pct"])[1] / 2,
             abs=0.11)
         assert all(why for why in row["disturbed_runs"].values())
-    # The calibration was measured for this world (2 ranks) and cached.
-    assert any(name.endswith("-p2-mpi.json") for name in os.listdir(tmp_path))
+    # The calibration was measured for this world (2 ranks on one host) and cached.
+    assert any(name.endswith("-p2-l2-mpi.json") for name in os.listdir(tmp_path))
 
 
 def test_overlapped_buckets_leave_exposed_only_what_runs_past_backward():

@@ -13,7 +13,8 @@ Every rank joins (it is a collective):
   host share is not timed on the real tensors).
 
 The result is written to ``$DISTRAIN_CACHE_DIR`` (default ``~/.cache/distrain``) as
-``calibration-HOST-pN-BACKEND.json``, with when it was made, the host's load then and the
+``calibration-HOST-pN-lM-BACKEND.json`` (M ranks per host: two ranks on one host and two
+on two hosts are different jobs to calibrate), with when it was made, the host's load then and the
 sweep itself, and reused until ``--calibrate`` asks again or a run finds it stale
 (:func:`mark_stale`: its measured allreduce disagreed with the prediction). A fit that cannot
 be trusted (:func:`fit_problem`) is measured once more; if it is still implausible it is
@@ -45,11 +46,13 @@ VERSION = 3  # what the constants mean; a cache of another version is measured a
 MAX_RESIDUAL = 0.5  # the most a trusted fit may miss one of the sweep's sizes by, relative
 
 
-def cache_path(size: int, backend: str) -> str:
-    """Where the calibration of this host, world size and backend is kept."""
+def cache_path(size: int, backend: str, local_size: int | None = None) -> str:
+    """Where the calibration of this host, world size, ranks per host and backend is kept."""
     root = env.setting(env.CACHE_DIR) or os.path.join(os.path.expanduser("~"), ".cache",
                                                       "distrain")
-    return os.path.join(root, f"calibration-{socket.gethostname()}-p{size}-{backend}.json")
+    local = "" if local_size is None else f"-l{local_size}"
+    return os.path.join(root,
+                        f"calibration-{socket.gethostname()}-p{size}{local}-{backend}.json")
 
 
 def _slowest(seconds: float) -> float:
@@ -169,7 +172,7 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
     Returns:
         The :class:`CommModel`, its ``calibration`` filled in (``path``: the cache file).
     """
-    path = cache_path(distrain.size(), collectives.backend_name())
+    path = cache_path(distrain.size(), collectives.backend_name(), distrain.local_size())
     cached = None
     if distrain.rank() == 0 and not recalibrate and os.path.isfile(path):
         try:
