@@ -27,8 +27,8 @@ def predicted(allreduce_ms=3.0, **fields):
 
 
 def scattered(count):
-    """Steps whose compute alternates 2 and 22 ms: a rank another process kept waiting."""
-    return [record(i, i * 40.0, (1, 2 if i % 2 else 22, 3, 4)) for i in range(count)]
+    """Steps whose compute alternates 2 and 42 ms: a rank another process kept waiting."""
+    return [record(i, i * 60.0, (1, 2 if i % 2 else 42, 3, 4)) for i in range(count)]
 
 
 def test_steady_ranks_are_not_disturbed():
@@ -42,11 +42,18 @@ def test_a_scattered_rank_and_a_lagging_rank_are_named():
     report = report_of(steps(10), scattered(10), prediction=predicted())
     found = disturbances(report)
     assert found[0].startswith("rank 1's steps scatter ")
-    assert found[1] == "rank 1's median step is 33% above the median rank's"
+    assert found[1] == "rank 1's median step is 50% above the median rank's"
     lagging = report_of(steps(9), steps(9), steps(9, ms=(1, 12, 3, 4)))
     assert disturbances(lagging) == ["rank 2's median step is 100% above the median rank's"]
     text = format_report(report_of(steps(10), scattered(10), prediction=predicted()))
     assert "disturbed run: rank 1's steps scatter" in text
+
+
+def test_scattered_cost_model_rounds_are_named():
+    shaken = predicted(rounds_spread=1.4)
+    assert disturbances(report_of(steps(5), prediction=shaken)) == [
+        "the cost model's timing rounds scatter 140% (p10-p90 / median)"]
+    assert disturbances(report_of(steps(5), prediction=predicted(rounds_spread=0.3))) == []
 
 
 def test_spread_needs_two_steps():
@@ -67,7 +74,7 @@ def test_an_allreduce_far_from_its_prediction_is_reported_unless_overlapped():
 def test_the_report_says_where_the_calibration_came_from():
     cached = predicted(calibration={"source": "cache", "measured_at": 0, "load": 0.4})
     assert trust_lines(report_of(steps(5), prediction=cached))[0].startswith(
-        "calibration: cached at an unknown time, load 0.40 per core")
+        "calibration: cached, measured at an unknown time, load 0.40 per core")
     refused = predicted(calibration={"source": "measured", "measured_at": 1.8e9,
                                      "problem": "beta = 0 ns/byte"})
     lines = trust_lines(report_of(steps(5), prediction=refused))

@@ -36,11 +36,13 @@ def timer_overhead(steps: int = 20000) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list]:
+def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list, object]:
     """Trains ``model`` once with the cost model on; returns (predicted, measured seconds
-    per phase and ``total``, measured as the median over ranks of each rank's median, and
-    why the run was disturbed: :func:`distrain.timing.trust.disturbances`)."""
+    per phase and ``total``, measured as the median over ranks of each rank's median, why
+    the run was disturbed: :func:`distrain.timing.trust.disturbances`, and the
+    communication model it used)."""
     import distrain
+    from distrain.timing.predicted import PredictedStep
     from distrain.timing.summary import aggregate
     from distrain.timing.trust import disturbances
     from distrain.train.config import TrainConfig
@@ -56,9 +58,9 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list]:
     mine = dict(summary.phases, total=summary.total)
     measured = {k: statistics.median(s.seconds(k) for s in everyone) for k in mine}
     predicted = dict(result.prediction.phases, total=result.prediction.total)
-    shaken = disturbances(argparse.Namespace(ranks=everyone,
-                                             aggregate=aggregate(everyone, 1)))
-    return predicted, measured, shaken
+    shaken = disturbances(argparse.Namespace(ranks=everyone, aggregate=aggregate(everyone, 1),
+                                             prediction=PredictedStep.of(result.prediction)))
+    return predicted, measured, shaken, result.prediction.comm
 
 
 def _error(predicted: float, measured: float) -> float:
@@ -108,16 +110,22 @@ def main(argv: list[str] | None = None) -> int:
                      "disturbed_runs": {str(i + 1): r[2] for i, r in enumerate(runs[model])
                                         if r[2]}})
     overhead = timer_overhead()
+    comm = runs[models[-1]][-1][3]  # every run after the first reads the same calibration
+    calibration = {"alpha_us": round(comm.alpha * 1e6, 3),
+                   "beta_ns_per_byte": round(comm.beta * 1e9, 4),
+                   "source": comm.calibration.get("source"),
+                   "problem": comm.calibration.get("problem", "")}
     if distrain.rank() == 0:
         if args.json:
             print(json.dumps({"rows": rows, "repeats": args.repeats,
-                              "timer_overhead_us": round(overhead * 1e6, 2)}))
+                              "timer_overhead_us": round(overhead * 1e6, 2),
+                              "calibration": calibration}))
         else:
-            _print(rows, args, overhead)
+            _print(rows, args, overhead, calibration)
     return 0
 
 
-def _print(rows: list[dict], args, overhead: float) -> None:
+def _print(rows: list[dict], args, overhead: float, calibration: dict) -> None:
     import distrain
     print(f"cost model, {distrain.size()} rank(s), batch {args.batch_size} per rank, "
           f"{args.steps} timed steps, median of {args.repeats} run(s) per model")
@@ -135,4 +143,9 @@ def _print(rows: list[dict], args, overhead: float) -> None:
     print(f"  over all {len(errors)} runs: median |error| {statistics.median(errors):.1f} %, "
           f"worst {max(errors):.1f} %; "
           f"{sum(len(r['disturbed_runs']) for r in rows)} run(s) disturbed")
+    beta = calibration["beta_ns_per_byte"]
+    rate = f" ({8 / beta:.2f} Gbit/s)" if beta > 0 else ""
+    problem = f"; implausible: {calibration['problem']}" if calibration["problem"] else ""
+    print(f"  calibration ({calibration['source']}): alpha {calibration['alpha_us']:.2f} us, "
+          f"beta {beta:.4f} ns/byte{rate}{problem}")
     print(f"  timer overhead {overhead * 1e6:.2f} us per step", flush=True)

@@ -23,7 +23,8 @@ import threading
 from typing import Callable, Sequence
 
 __all__ = ["plan_buckets", "CollectiveQueue", "process_queue", "drain_process_queue",
-           "close_process_queue", "on_queue_thread", "DEFAULT_BUCKET_BYTES", "DEFAULT_FIRST_BUCKET_BYTES"]
+           "close_process_queue", "on_queue_thread", "DEFAULT_BUCKET_BYTES",
+           "DEFAULT_FIRST_BUCKET_BYTES"]
 
 DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024
 DEFAULT_FIRST_BUCKET_BYTES = 1024 * 1024

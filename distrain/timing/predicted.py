@@ -12,9 +12,19 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from typing import Mapping
 
 __all__ = ["PredictedStep"]
+
+
+def _spread(values) -> float | None:
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return None
+    tenth, *_, ninetieth = statistics.quantiles(values, n=10, method="inclusive")
+    median = statistics.median(values)
+    return (ninetieth - tenth) / median if median > 0 else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +50,8 @@ class PredictedStep:
             phase is only the exposed part (and so is the predicted one).
         recommended_bucket_bytes: with overlap, the bucket size that leaves the least
             allreduce exposed.
+        rounds_spread: how far the cost model's timing rounds (data and compute, pooled
+            over ranks) scatter: (90th - 10th percentile) / median.
     """
 
     phases: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -57,6 +69,7 @@ class PredictedStep:
     calibration: Mapping = dataclasses.field(default_factory=dict)
     overlap: bool = False
     recommended_bucket_bytes: int | None = None
+    rounds_spread: float | None = None
 
     @classmethod
     def of(cls, prediction) -> "PredictedStep":
@@ -75,7 +88,8 @@ class PredictedStep:
                    comm.recommended_fusion_threshold(), tuple(prediction.whatif),
                    {k: v for k, v in getattr(comm, "calibration", {}).items() if k != "sweep"},
                    getattr(prediction, "buckets", None) is not None,
-                   getattr(prediction, "recommended_bucket_bytes", lambda: None)())
+                   getattr(prediction, "recommended_bucket_bytes", lambda: None)(),
+                   _spread(getattr(prediction, "rounds", None) or []))
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "PredictedStep":
@@ -88,7 +102,8 @@ class PredictedStep:
                    data.get("alpha"), data.get("beta"), data.get("gamma"),
                    data.get("fusion_threshold"), data.get("recommended_fusion_threshold"),
                    tuple(data.get("whatif") or []), dict(data.get("calibration") or {}),
-                   bool(data.get("overlap")), data.get("recommended_bucket_bytes"))
+                   bool(data.get("overlap")), data.get("recommended_bucket_bytes"),
+                   data.get("rounds_spread"))
 
     def to_dict(self) -> dict:
         """The JSON form: the report's ``prediction`` object."""
@@ -100,4 +115,5 @@ class PredictedStep:
                 "recommended_fusion_threshold": self.recommended_fusion_threshold,
                 "whatif": [dict(w) for w in self.whatif],
                 "calibration": dict(self.calibration), "overlap": self.overlap,
-                "recommended_bucket_bytes": self.recommended_bucket_bytes}
+                "recommended_bucket_bytes": self.recommended_bucket_bytes,
+                "rounds_spread": self.rounds_spread}

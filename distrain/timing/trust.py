@@ -3,8 +3,9 @@
 A prediction is only as good as the run it is held against and the calibration it used:
 
 - a run whose ranks were disturbed (another process took the cores) scatters its own step
-  times, or leaves one rank far behind the others; its error against the model says more
-  about the host than about the model (:func:`disturbances`);
+  times, or leaves one rank far behind the others, and a prediction whose timing rounds
+  were disturbed scatters those; the error then says more about the host than about the
+  model (:func:`disturbances`);
 - a calibration measured on a busier or quieter host than today's predicts an allreduce the
   run does not see; when the measured allreduce is more than :data:`CALIBRATION_MARGIN` off
   the prediction the calibration is re-measured next run (:func:`calibration_disagreement`;
@@ -24,7 +25,7 @@ from distrain.timing.summary import compare
 __all__ = ["disturbances", "calibration_disagreement", "trust_lines", "SPREAD_LIMIT",
            "IMBALANCE_LIMIT", "CALIBRATION_MARGIN"]
 
-SPREAD_LIMIT = 0.5        # (p90 - p10) / median of a rank's step times
+SPREAD_LIMIT = 1.0        # (p90 - p10) / median of a rank's step times, or of the rounds
 IMBALANCE_LIMIT = 1.25    # slowest rank's median step / the median rank's
 CALIBRATION_MARGIN = 0.5  # |measured - predicted| / measured of the allreduce phase
 
@@ -49,6 +50,11 @@ def disturbances(report) -> list[str]:
     if math.isfinite(total.imbalance) and total.imbalance > IMBALANCE_LIMIT:
         found.append(f"rank {total.slowest_rank}'s median step is "
                      f"{total.imbalance - 1:.0%} above the median rank's")
+    prediction = getattr(report, "prediction", None)
+    rounds = getattr(prediction, "rounds_spread", None)
+    if rounds is not None and math.isfinite(rounds) and rounds > SPREAD_LIMIT:
+        found.append(f"the cost model's timing rounds scatter {rounds:.0%} (p10-p90 / "
+                     f"median)")
     return found
 
 
@@ -86,8 +92,8 @@ def trust_lines(report) -> list[str]:
         load = calibration.get("load")
         under = "" if load is None else f", load {load:.2f} per core"
         how = ("measured for this run" if calibration.get("source") == "measured"
-               else "cached")
-        lines.append(f"calibration: {how} {_when(calibration.get('measured_at'))}{under}")
+               else f"cached, measured {_when(calibration.get('measured_at'))}")
+        lines.append(f"calibration: {how}{under}")
         if calibration.get("problem"):
             lines.append(f"  implausible fit, measured twice: {calibration['problem']}; "
                          f"used for this run only, not cached: the allreduce prediction "

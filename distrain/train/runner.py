@@ -133,8 +133,7 @@ def run(config: TrainConfig) -> TrainResult:
     threads = rank_threads(config.threads, world.local_size)
     overlap = (overlap_enabled() if config.overlap is None else config.overlap) and \
         world.size > 1
-    device = configure_tensorflow(threads, world.local_rank, config.seed + world.rank,
-                                  overlap)
+    device = configure_tensorflow(threads, world.local_rank, config.seed + world.rank)
     distrain.init(None if config.backend == "auto" else config.backend)
     rank, size = distrain.rank(), distrain.size()
     printer = Printer(rank, config.verbose, config.quiet)
