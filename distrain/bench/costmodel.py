@@ -42,8 +42,7 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list, objec
     the run was disturbed: :func:`distrain.timing.trust.disturbances`, and the
     communication model it used)."""
     import distrain
-    from distrain.timing.predicted import PredictedStep
-    from distrain.timing.summary import aggregate
+    from distrain.timing.report import build_report
     from distrain.timing.trust import disturbances
     from distrain.train.config import TrainConfig
     from distrain.train.runner import run
@@ -58,8 +57,8 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list, objec
     mine = dict(summary.phases, total=summary.total)
     measured = {k: statistics.median(s.seconds(k) for s in everyone) for k in mine}
     predicted = dict(result.prediction.phases, total=result.prediction.total)
-    shaken = disturbances(argparse.Namespace(ranks=everyone, aggregate=aggregate(everyone, 1),
-                                             prediction=PredictedStep.of(result.prediction)))
+    shaken = disturbances(build_report(everyone, [[] for _ in everyone], args.warmup, 1,
+                                       result.prediction))
     return predicted, measured, shaken, result.prediction.comm
 
 

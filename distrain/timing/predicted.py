@@ -12,19 +12,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import statistics
+import math
 from typing import Mapping
+
+from distrain.timing.summary import spread
 
 __all__ = ["PredictedStep"]
 
 
-def _spread(values) -> float | None:
-    values = [float(v) for v in values]
-    if len(values) < 2:
-        return None
-    tenth, *_, ninetieth = statistics.quantiles(values, n=10, method="inclusive")
-    median = statistics.median(values)
-    return (ninetieth - tenth) / median if median > 0 else None
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +87,7 @@ class PredictedStep:
                    {k: v for k, v in getattr(comm, "calibration", {}).items() if k != "sweep"},
                    getattr(prediction, "buckets", None) is not None,
                    getattr(prediction, "recommended_bucket_bytes", lambda: None)(),
-                   _spread(getattr(prediction, "rounds", None) or []))
+                   _finite(spread(getattr(prediction, "rounds", None) or [])))
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "PredictedStep":

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 from distrain.timing.timer import PHASES, StepRecord
 
 __all__ = ["RankSummary", "PhaseStats", "Aggregate", "Comparison", "summarize_rank",
-           "aggregate", "compare"]
+           "aggregate", "compare", "spread"]
 
 TOTAL = "total"
 
@@ -90,10 +90,14 @@ def summarize_rank(records: Sequence[StepRecord], rank: int, host: str,
     total = _median([r.total for r in counted])
     rate = 1.0 / total if total > 0 else math.nan
     return RankSummary(rank, host, len(counted), len(records) - len(counted), includes_warmup,
-                       phases, total, rate, _spread([r.total for r in counted], total))
+                       phases, total, rate, spread([r.total for r in counted]))
 
 
-def _spread(values: Sequence[float], median: float) -> float:
+def spread(values: Sequence[float]) -> float:
+    """(90th - 10th percentile) / median of ``values``: how far they scatter; NaN for
+    fewer than two values or a median of 0."""
+    values = [float(v) for v in values]
+    median = _median(values)
     if len(values) < 2 or not median > 0:
         return math.nan
     tenth, *_, ninetieth = statistics.quantiles(values, n=10, method="inclusive")
