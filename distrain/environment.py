@@ -45,6 +45,8 @@ STALL_SHUTDOWN_SECONDS = "DISTRAIN_STALL_SHUTDOWN_SECONDS"
 CACHE_DIR = "DISTRAIN_CACHE_DIR"                  # cost-model calibration cache
 RESTART_COUNT = "DISTRAIN_RESTART_COUNT"          # set by distrain-run on a relaunch
 LAUNCHER = "DISTRAIN_LAUNCHER"                    # set by distrain-run: "distrain-run"
+ELASTIC = "DISTRAIN_ELASTIC"                      # set by distrain-run in an elastic job
+ELASTIC_DIR = "DISTRAIN_ELASTIC_DIR"              # where distrain.elastic states commit
 
 # --- horovodrun ----------------------------------------------------------------------------
 HOROVOD_RANK = "HOROVOD_RANK"

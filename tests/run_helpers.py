@@ -23,3 +23,33 @@ def wait_gone(pids, within: float = 3.0) -> list[int]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
+
+
+class FakeClock:
+    """A clock the test moves: ``clock()`` is the time, ``clock.sleep(s)`` advances it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def namespace_hosts(count: int):
+    """Yields ``count`` namespaced hosts (distrain.bench.netns), removed afterwards; skips
+    the test where they cannot be made (not root, no iproute2)."""
+    import pytest
+    from distrain.bench.netns import NamespaceHosts, requirements_problem
+    problem = requirements_problem()
+    if problem:
+        pytest.skip(problem)
+    made = NamespaceHosts(count)
+    try:
+        made.__enter__()
+    except RuntimeError as exc:
+        pytest.skip(f"cannot create network namespaces here: {exc}")
+    yield made
+    made.close()

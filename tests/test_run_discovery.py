@@ -18,7 +18,7 @@ from distrain.run.discovery import (DiscoveryTimeout, parse_discovered, script_a
                                     wait_for_hosts)
 from distrain.run.hosts import Host
 
-from run_helpers import PROGRAM
+from run_helpers import PROGRAM, FakeClock
 
 
 def _script(tmp_path, body: str) -> str:
@@ -38,17 +38,6 @@ case "$n" in
   *) printf "{answers[-1]}" ;;
 esac
 """)
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 def test_parse_reads_host_slots_lines_comments_and_blank_lines():

@@ -60,6 +60,12 @@ When something fails:
     - ``--max-restarts N``: after any of the failures above (not Ctrl-C/SIGTERM), the whole
       job is relaunched, at most N times, each restart logged.
 
+Elastic jobs: ``--min-np N --max-np M --host-discovery-script SCRIPT`` relaunch the job on
+the hosts still listed, from its last checkpoint, when a host fails (the host is left out for
+``--blacklist-cooldown`` seconds), and grow it at its next checkpoint when the script lists
+new hosts; below ``--min-np`` for ``--elastic-timeout`` seconds the job ends (exit 124),
+naming the hosts lost. See :mod:`distrain.run.elastic` and docs/elastic.md.
+
 Bad input (malformed ``-H`` or hostfile, ``-np`` above the slots, a missing program, an
 unknown flag, no mpirun): one line on stderr naming the problem, exit code 2, nothing started.
 
@@ -136,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "collective stalls S seconds (distrain's default: never)")
     p.add_argument("--max-restarts", type=int, default=default["max_restarts"], metavar="N",
                    help="relaunch a failed job at most N times, with DISTRAIN_RESTART_COUNT")
+    elastic = p.add_argument_group("elastic jobs (docs/elastic.md)")
+    elastic.add_argument("--min-np", type=int, metavar="N",
+                         help="run on no fewer than N ranks; with --host-discovery-script, "
+                              "the job carries on at a new size when hosts leave or join")
+    elastic.add_argument("--max-np", type=int, metavar="N",
+                         help="grow to at most N ranks as discovery lists new hosts")
+    elastic.add_argument("--elastic-timeout", type=float, default=default["elastic_timeout"],
+                         metavar="S", help=f"end the job after S seconds below --min-np "
+                                           f"(default {default['elastic_timeout']:g})")
+    elastic.add_argument("--blacklist-cooldown", type=float,
+                         default=default["blacklist_cooldown"], metavar="S",
+                         help=f"leave a failed host out for S seconds, doubled on each "
+                              f"further failure of that host "
+                              f"(default {default['blacklist_cooldown']:g})")
+    elastic.add_argument("--reset-limit", type=int, metavar="N",
+                         help="relaunch an elastic job at most N times after failures "
+                              "(default: no limit)")
     p.add_argument("-x", dest="env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="forward NAME, or set it to VALUE, on every rank (repeatable; the "
                         "whole environment is forwarded by default)")
@@ -175,7 +198,9 @@ def config_from_args(ns: argparse.Namespace, environ=None):
         verbose=ns.verbose, mpi_args=ns.mpi_args, env=tuple(ns.env),
         stall_warning_seconds=ns.stall_warning_seconds,
         stall_shutdown_seconds=ns.stall_shutdown_seconds, max_restarts=ns.max_restarts,
-        host_discovery_script=discovery)
+        host_discovery_script=discovery, min_np=ns.min_np, max_np=ns.max_np,
+        elastic_timeout=ns.elastic_timeout, blacklist_cooldown=ns.blacklist_cooldown,
+        reset_limit=ns.reset_limit)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,17 +59,20 @@ def forwarded_names(environ: dict, forced=()) -> list[str]:
     return sorted(name for name in environ if exportable(name) or name in forced)
 
 
-def job_env(environ: dict, config: LaunchConfig, restart: int = 0) -> dict[str, str]:
+def job_env(environ: dict, config: LaunchConfig, restart: int = 0,
+            elastic: bool = False) -> dict[str, str]:
     """mpirun's environment, which every rank inherits or is forwarded.
 
     Args:
         environ: distrain-run's environment.
         config: the launch (``-x NAME=VALUE``, stall settings).
         restart: 0 for the first run, k for the k-th relaunch.
+        elastic: a launch of an elastic job.
 
     Returns:
         ``environ`` plus ``DISTRAIN_LAUNCHER``, the ``-x`` values, the stall settings given as
-        flags and, on a relaunch, ``DISTRAIN_RESTART_COUNT=k`` (removed on the first run).
+        flags, on a relaunch ``DISTRAIN_RESTART_COUNT=k`` (removed on the first run), and for
+        an elastic job ``DISTRAIN_ELASTIC=1`` (removed otherwise).
     """
     child = dict(environ)
     child.update({name: value for name, value in config.env if value is not None})
@@ -82,6 +85,10 @@ def job_env(environ: dict, config: LaunchConfig, restart: int = 0) -> dict[str, 
         child[env.RESTART_COUNT] = str(restart)
     else:
         child.pop(env.RESTART_COUNT, None)
+    if elastic:
+        child[env.ELASTIC] = "1"
+    else:
+        child.pop(env.ELASTIC, None)
     return child
 
 

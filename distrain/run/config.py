@@ -50,6 +50,14 @@ class LaunchConfig:
         host_discovery_script: a command printing ``host:slots`` lines, asked for the hosts
             before every launch (:mod:`distrain.run.discovery`); excludes ``hosts``. ``np``
             may then be None: every slot of the first answer.
+        min_np: elastic: the fewest ranks the job may run on (``--min-np``); the job waits
+            (up to ``elastic_timeout``) rather than run on fewer. Needs the discovery script.
+        max_np: elastic: the most ranks (``--max-np``); discovered slots beyond it stay idle.
+        elastic_timeout: elastic: seconds the job may stay below ``min_np`` before it ends.
+        blacklist_cooldown: elastic: seconds a host that failed is left out (doubled on each
+            further failure of that host).
+        reset_limit: elastic: relaunch at most this many times after failures (None: no
+            limit; resizes to take new hosts do not count).
 
     Raises:
         UsageError: a value is out of range or malformed (one line naming it).
@@ -72,11 +80,22 @@ class LaunchConfig:
     stall_shutdown_seconds: float | None = None
     max_restarts: int = 0
     host_discovery_script: str | None = None
+    min_np: int | None = None
+    max_np: int | None = None
+    elastic_timeout: float = 600.0
+    blacklist_cooldown: float = 30.0
+    reset_limit: int | None = None
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the job resizes (``--min-np`` or ``--max-np`` given)."""
+        return self.min_np is not None or self.max_np is not None
 
     def __post_init__(self):
         self._normalise()
         if not self.command or not self.command[0]:
             raise UsageError("no program given; write distrain-run -np N PROGRAM [ARGS]")
+        self._check_elastic()
         if self.host_discovery_script is not None:
             if self.hosts:
                 raise UsageError("give either -H/--hostfile or --host-discovery-script, "
@@ -115,6 +134,35 @@ class LaunchConfig:
             if not _VAR.fullmatch(name):
                 raise UsageError(f"-x {name!r}: not a variable name; write -x NAME or "
                                  f"-x NAME=VALUE")
+
+    def _check_elastic(self) -> None:
+        for flag, value in (("--min-np", self.min_np), ("--max-np", self.max_np),
+                            ("--reset-limit", self.reset_limit)):
+            if value is not None and _int(flag, value) < (0 if flag == "--reset-limit" else 1):
+                raise UsageError(f"{flag} {value} must be at least "
+                                 f"{0 if flag == '--reset-limit' else 1}")
+        for flag, value in (("--elastic-timeout", self.elastic_timeout),
+                            ("--blacklist-cooldown", self.blacklist_cooldown)):
+            if not value >= 0:
+                raise UsageError(f"{flag} {value:g} must be 0 or more")
+        if not self.elastic:
+            if self.reset_limit is not None:
+                raise UsageError("--reset-limit is for elastic jobs: add --min-np/--max-np, "
+                                 "or use --max-restarts")
+            return
+        if self.host_discovery_script is None:
+            raise UsageError("--min-np/--max-np need --host-discovery-script SCRIPT, which "
+                             "lists the hosts as they come and go")
+        if self.max_restarts:
+            raise UsageError("--max-restarts is for fixed-size jobs; an elastic job relaunches "
+                             "on the hosts left (bound it with --reset-limit)")
+        low = self.min_np if self.min_np is not None else 1
+        high = self.max_np
+        if high is not None and low > high:
+            raise UsageError(f"--min-np {low} is more than --max-np {high}")
+        if self.np is not None and (self.np < low or (high is not None and self.np > high)):
+            raise UsageError(f"-np {self.np} is outside --min-np {low} .. --max-np "
+                             f"{high if high is not None else 'any'}")
 
     def _normalise(self) -> None:
         def put(field, value):

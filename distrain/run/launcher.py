@@ -22,6 +22,7 @@ from distrain.run.command import (forwarded_names, heartbeat_interval, job_env, 
                                   rank_command)
 from distrain.run.config import LaunchConfig
 from distrain.run.discovery import DiscoveryTimeout, script_argv, wait_for_hosts
+from distrain.run.elastic import run_elastic
 from distrain.run.hosts import format_hosts, placement
 from distrain.run.output import Console, RankFiles
 from distrain.run.rank import usable_cores
@@ -100,9 +101,11 @@ def plan(config: LaunchConfig, environ=None) -> Plan:
                 tuple(warnings))
 
 
-def job(config: LaunchConfig, the_plan: Plan, environ, restart: int = 0) -> Job:
-    """The mpirun run for one attempt (``restart`` = 0 first, k on the k-th relaunch)."""
-    child = job_env(environ, config, restart)
+def job(config: LaunchConfig, the_plan: Plan, environ, restart: int = 0,
+        elastic: bool = False) -> Job:
+    """The mpirun run for one attempt (``restart`` = 0 first, k on the k-th relaunch;
+    ``elastic``: a launch of an elastic job, whose ranks take resize requests)."""
+    child = job_env(environ, config, restart, elastic)
     forward = forwarded_names(child, forced=[name for name, _ in config.env])
     ranks = rank_command(the_plan.vendor, config.command, sys.executable,
                          heartbeat_interval(config.heartbeat_timeout))
@@ -130,6 +133,25 @@ def discovered(config: LaunchConfig, console: Console) -> LaunchConfig:
     return dataclasses.replace(config, np=np_, hosts=hosts, host_discovery_script=None)
 
 
+def _launch_elastic(config: LaunchConfig, environ, console: Console, files) -> int:
+    """Runs an elastic job (:func:`distrain.run.elastic.run_elastic`): each launch on the
+    hosts the driver picks, its ranks told that they may be asked to resize."""
+    fixed = dict(host_discovery_script=None, min_np=None, max_np=None, reset_limit=None)
+
+    def start(hosts, restart, grow):
+        attempt = dataclasses.replace(config, np=sum(h.slots for h in hosts), hosts=hosts,
+                                      **fixed)
+        the_plan = plan(attempt, environ)
+        the_job = job(attempt, the_plan, environ, restart, elastic=True)
+        if config.verbose:
+            console.plain("stderr", f"distrain-run: {the_plan.vendor.label} at "
+                                    f"{the_plan.mpirun}: {shlex.join(the_job.argv)}")
+        return supervise(the_job, console, files, grow)
+
+    return run_elastic(config, start, lambda line: console.plain("stderr",
+                                                                 f"distrain-run: {line}"))
+
+
 def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
     """Runs the job, relaunching it after a failure up to ``config.max_restarts`` times.
 
@@ -149,6 +171,12 @@ def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
     console = Console(out or sys.stdout, err or sys.stderr)
     the_plan = plan(config, environ)   # bad input is found before anything starts
     files = RankFiles(config.output_filename) if config.output_filename else None
+    if config.elastic:
+        try:
+            return _launch_elastic(config, environ, console, files)
+        finally:
+            if files is not None:
+                files.close()
     try:
         for attempt in range(config.max_restarts + 1):
             attempt_config = config

@@ -25,11 +25,16 @@ class Outcome:
             ``vanished`` (a started rank never reported how it ended) or ``mpirun`` (mpirun
             failed and no rank said why).
         message: one paragraph for the user; empty when ``ok``.
+        hosts: the planned hosts of the ranks that failed, fell silent, vanished or never
+            started (what an elastic job leaves out next); empty when none is known.
+        resize_asked: the job was asked to stop at its next checkpoint and grow.
     """
 
     code: int
     kind: str
     message: str = ""
+    hosts: tuple[str, ...] = ()
+    resize_asked: bool = False
 
 
 def describe(job, kind: str | None, returncode: int, ranks: dict, started, failed: list,
@@ -57,6 +62,9 @@ def describe(job, kind: str | None, returncode: int, ranks: dict, started, faile
     def planned(rank):
         return job.hosts[rank] if rank < len(job.hosts) else None
 
+    def blamed(of) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(planned(r) for r in of if planned(r)))
+
     def hosts(of) -> str:
         """``host a`` or ``hosts a, b``: where ranks said they run, else were planned;
         ``a (b)`` where a rank's own name ``a`` differs from its planned host ``b`` (a
@@ -81,14 +89,14 @@ def describe(job, kind: str | None, returncode: int, ranks: dict, started, faile
                        f"rank{_s(missing)} {_list(missing)} did not start within "
                        f"{job.start_timeout:g} s (--start-timeout) on "
                        f"{hosts(missing)}: check that each can be reached (ssh) and "
-                       f"has Python and distrain at the same paths")
+                       f"has Python and distrain at the same paths", blamed(missing))
     if kind == "lost":
         return Outcome(TIMEOUT_EXIT_CODE, "lost",
                        f"lost contact with rank{_s(lost)} {_list(lost)} on "
                        f"{hosts(lost)}: no output or heartbeat "
                        f"for {job.heartbeat_timeout:g} s (--heartbeat-timeout); the "
                        f"host is down, its network cut, or its MPI daemon died. Stopped "
-                       f"every rank")
+                       f"every rank", blamed(lost))
     if kind == "rank":
         # The rank whose program ended first names the failure; later ones are listed.
         first, *others = sorted(failed, key=lambda r: (ranks[r].ended, r))
@@ -99,7 +107,7 @@ def describe(job, kind: str | None, returncode: int, ranks: dict, started, faile
         also = "".join(f"; then rank {r} on {hosts([r])} {_how(ranks[r])}" for r in others)
         return Outcome(state.exit_code, "rank",
                        f"rank {first} on {hosts([first])} {_how(state)}"
-                       f"{also}; stopped the other ranks{tail}")
+                       f"{also}; stopped the other ranks{tail}", blamed([first]))
     vanished = [r for r in sorted(started) if ranks[r].exit_code is None]
     if vanished:
         # Open MPI 5's mpirun may exit 0 after losing a daemon: name the ranks whose host its
@@ -110,7 +118,7 @@ def describe(job, kind: str | None, returncode: int, ranks: dict, started, faile
         return Outcome(VANISHED_EXIT_CODE, "vanished",
                        f"rank{_s(named)} {_list(named)} on {hosts(named)} ended without an "
                        f"exit status: the host, its container or its MPI daemon went "
-                       f"away{why}; every rank was stopped")
+                       f"away{why}; every rank was stopped", blamed(named))
     if returncode != 0:
         lines = "\n".join(f"    {line}" for line in mpirun_tail)
         return Outcome(returncode if returncode > 0 else 128 - returncode, "mpirun",

@@ -15,7 +15,10 @@ on the rank wrappers' records (:mod:`distrain.run.rank`):
   output, no heartbeat) for the heartbeat timeout: the job is stopped, code 124, naming the
   ranks and hosts;
 - a started rank never reports how it ended (its host or container went away with it, and
-  mpirun, which may exit 0 then, lost its daemon): code 1, naming the rank and its host.
+  mpirun, which may exit 0 then, lost its daemon): code 1, naming the rank and its host;
+- an elastic job (:mod:`distrain.run.elastic`) wants more ranks: once every rank has said it
+  takes resize requests (the ``elastic`` record of :mod:`distrain.elastic`), mpirun gets
+  SIGUSR1, which it forwards to every rank; the ranks stop at their next checkpoint.
 
 Whatever the outcome, processes of the session still alive after mpirun ends get SIGTERM,
 then SIGKILL: no orphans.
@@ -42,6 +45,7 @@ STOP_GRACE = 2.0
 KILL_GRACE = 4.0
 STDERR_LINES = 8
 MPIRUN_LINES_KEPT = 100
+UNABLE_AFTER = 60.0     # seconds after which ranks that took no resize request never will
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +78,7 @@ class _Rank:
     exit_code: int | None = None
     signal: int = 0
     ended: float = 0.0
+    elastic: bool = False
     stderr: collections.deque = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=STDERR_LINES))
 
@@ -181,6 +186,8 @@ class _Output:
         if kind == "start":
             state.host = fields.get("host")
             self.started.add(rank)
+        elif kind == "elastic":
+            state.elastic = True
         elif kind == "exit":
             state.exit_code = int(fields.get("code", "1"))
             state.signal = int(fields.get("signal", "0"))
@@ -244,11 +251,13 @@ class _Watch:
     """Runs mpirun and its select loop: bytes go to :class:`_Output`, time and signals to
     :class:`_Stopper`, and the end to :func:`~distrain.run.outcome.describe`."""
 
-    def __init__(self, job: Job, console: Console, files: RankFiles | None):
-        self.job, self.console = job, console
+    def __init__(self, job: Job, console: Console, files: RankFiles | None, grow=None):
+        self.job, self.console, self.grow = job, console, grow
         self.stopper = _Stopper(job, time.monotonic())
         self.output = _Output(job, console, files, self.stopper.rank_failed)
         self.proc: subprocess.Popen | None = None
+        self.resize_asked = False
+        self.told_unable = False
 
     def run(self) -> Outcome:
         wake_r, wake_w = os.pipe()
@@ -275,9 +284,31 @@ class _Watch:
                 _reap_session(self.proc.pid)
             self.console.close()
         stopper, output = self.stopper, self.output
-        return describe(self.job, stopper.kind, self.proc.returncode, output.ranks,
-                        output.started, stopper.failed, stopper.lost, stopper.signals,
-                        list(output.mpirun_tail), output.mpirun_first)
+        outcome = describe(self.job, stopper.kind, self.proc.returncode, output.ranks,
+                           output.started, stopper.failed, stopper.lost, stopper.signals,
+                           list(output.mpirun_tail), output.mpirun_first)
+        return dataclasses.replace(outcome, resize_asked=self.resize_asked)
+
+    def _ask_to_grow(self, now: float) -> None:
+        """Passes the elastic driver's wish to grow on to the ranks (SIGUSR1 to mpirun), once,
+        when every rank takes resize requests; says once if they do not."""
+        if self.resize_asked or self.stopper.kind is not None or self.proc.poll() is not None:
+            return
+        wish = self.grow()
+        if not wish:
+            return
+        ranks = [self.output.ranks.get(r) for r in range(self.job.np)]
+        if all(state is not None and state.elastic for state in ranks):
+            self.console.plain("stderr", f"distrain-run: {wish}; the job grows at its next "
+                                         f"checkpoint")
+            self.proc.send_signal(signal.SIGUSR1)
+            self.resize_asked = True
+        elif (not self.told_unable and len(self.output.started) == self.job.np
+              and now - self.stopper.start > UNABLE_AFTER):
+            self.console.plain("stderr", f"distrain-run: {wish}, but the program takes no "
+                                         f"resize requests (docs/elastic.md): it carries on at "
+                                         f"{self.job.np} ranks")
+            self.told_unable = True
 
     def _catch_signals(self, wake_w: int):
         def on_signal(signum, frame):
@@ -324,6 +355,8 @@ class _Watch:
                 self.output.feed(key.data, data)
             now = time.monotonic()
             self.stopper.check(now, self.output, self.proc)
+            if self.grow is not None:
+                self._ask_to_grow(now)
             if self.proc.poll() is not None:
                 ended = ended or now
                 if streams == 0 or now - ended > 1.0:
@@ -333,13 +366,16 @@ class _Watch:
             os.close(exit_fd)
 
 
-def supervise(job: Job, console: Console, files: RankFiles | None = None) -> Outcome:
+def supervise(job: Job, console: Console, files: RankFiles | None = None,
+              grow=None) -> Outcome:
     """Runs ``job`` to its end, showing its output; see the module docstring.
 
     Args:
         job: what to run.
         console: where ranks' output goes.
         files: per-rank log files, if wanted.
+        grow: for an elastic job, called a few times a second: a line saying which hosts
+            were added when the job should grow, else None.
 
     Returns:
         How the job ended.
@@ -347,4 +383,4 @@ def supervise(job: Job, console: Console, files: RankFiles | None = None) -> Out
     Raises:
         UsageError: mpirun cannot be started at all.
     """
-    return _Watch(job, console, files).run()
+    return _Watch(job, console, files, grow).run()
