@@ -10,6 +10,7 @@ Example:
 """
 from __future__ import annotations
 
+from distrain import elastic
 from distrain.collectives import (allgather, allreduce, barrier, broadcast,
                                   broadcast_variables, cross_rank, cross_size,
                                   grouped_allreduce, init, is_initialized, local_rank,
@@ -22,7 +23,7 @@ __all__ = [
     "cross_rank", "cross_size", "allreduce", "grouped_allreduce", "broadcast",
     "broadcast_variables", "allgather", "barrier", "Average", "Sum", "Min", "Max",
     "Compression", "DistributedGradientTape", "reduce_gradients", "grouped_allreduce_async",
-    "synchronize",
+    "synchronize", "elastic",
 ]
 
 
