@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 
@@ -16,9 +17,10 @@ import numpy as np
 from distrain.errors import UsageError
 from distrain.files import write_atomically
 
-__all__ = ["CHECKPOINT_NAME", "save", "load", "check_writable", "weights_digest"]
+__all__ = ["CHECKPOINT_NAME", "save", "load", "kept", "check_writable", "weights_digest"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
+_KEPT = re.compile(r"checkpoint-(\d+)\.npz")
 
 
 def weights_digest(arrays) -> str:
@@ -46,7 +48,7 @@ def check_writable(directory: str) -> None:
 
 
 def save(directory: str, step: int, epoch: int, model_arrays, optimizer_arrays,
-         meta: dict) -> str:
+         meta: dict, keep: int = 0) -> str:
     """Writes a checkpoint atomically.
 
     Args:
@@ -55,7 +57,10 @@ def save(directory: str, step: int, epoch: int, model_arrays, optimizer_arrays,
         epoch: the epoch the next step belongs to.
         model_arrays: the model's weights, in ``model.weights`` order.
         optimizer_arrays: the optimizer's variables, in order.
-        meta: facts that must match on resume (model, dataset, batch size...).
+        meta: facts that must match on resume (model, dataset, batch size...), and where
+            the run is.
+        keep: also keep the last ``keep`` checkpoints as ``checkpoint-STEP.npz`` (hard links
+            of the whole file; older ones are removed).
 
     Returns:
         The checkpoint's path.
@@ -66,7 +71,32 @@ def save(directory: str, step: int, epoch: int, model_arrays, optimizer_arrays,
     arrays["meta"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     final = os.path.join(directory, CHECKPOINT_NAME)
     write_atomically(final, lambda handle: np.savez(handle, **arrays))
+    if keep:
+        _keep(directory, final, step, keep)
     return final
+
+
+def kept(directory: str) -> list[tuple[int, str]]:
+    """The ``checkpoint-STEP.npz`` files in ``directory``, as ``(step, path)``, oldest first."""
+    found = []
+    for name in os.listdir(directory):
+        match = _KEPT.fullmatch(name)
+        if match:
+            found.append((int(match[1]), os.path.join(directory, name)))
+    return sorted(found)
+
+
+def _keep(directory: str, final: str, step: int, keep: int) -> None:
+    copy = os.path.join(directory, f"checkpoint-{step}.npz")
+    temporary = f"{copy}.{os.getpid()}.tmp"
+    try:
+        os.link(final, temporary)
+        os.replace(temporary, copy)          # a whole file under its name, or none
+        for _, old in kept(directory)[:-keep]:
+            os.unlink(old)
+    except OSError as exc:
+        raise UsageError(f"cannot keep {copy!r} ({exc.strerror or exc}); choose another "
+                         f"--checkpoint-dir") from None
 
 
 def load(directory: str):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from distrain.environment import WorldError, detect_world
-from distrain.errors import USAGE_EXIT_CODE, UsageError
+from distrain.errors import RESIZE_EXIT_CODE, USAGE_EXIT_CODE, UsageError
 
 __all__ = ["main"]
 
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parses ``argv``, trains, and returns the exit code.
 
     Returns:
-        0 on success, 2 for bad input, 1 when ranks' weights diverged.
+        0 on success, 2 for bad input, 1 when ranks' weights diverged, 75 when an elastic
+        job stopped at a checkpoint to be relaunched at a new size.
     """
     from distrain.train.config import config_from_argv
     try:
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         rank = 0
     try:
         config = config_from_argv(argv)
+        from distrain.elastic import HostsUpdatedInterrupt
         from distrain.train.runner import DivergenceError, run
         try:
             run(config)
@@ -42,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             if rank == 0:
                 print(f"distrain.train: error: {exc}", file=sys.stderr, flush=True)
             return 1
+        except HostsUpdatedInterrupt as exc:
+            if rank == 0:
+                print(f"distrain.train: {exc}", flush=True)
+            return RESIZE_EXIT_CODE
     except (UsageError, WorldError) as exc:
         if rank == 0:
             print(f"distrain.train: error: {exc}", file=sys.stderr, flush=True)

@@ -51,6 +51,13 @@ class TrainConfig:
         checkpoint_dir: where rank 0 writes checkpoints (None: no checkpoints).
         checkpoint_every: save every this many steps (0: only at the end).
         resume: restore the checkpoint in ``checkpoint_dir`` before training.
+        keep_checkpoints: also keep the last this many checkpoints as
+            ``checkpoint-STEP.npz`` (0: only the latest, ``checkpoint.npz``).
+        global_batch: keep the global batch at this many samples whatever the number of
+            ranks (the per-rank batch is it divided by the ranks, and the rate is ``--lr``
+            unscaled); None: ``batch_size`` per rank.
+        resize_warmup_steps: after a resume on another number of ranks, ramp the learning
+            rate from the checkpoint's to the new size's over this many steps.
         check_consistency: every this many steps check all ranks hold the same weights.
         synthetic_samples: the size of the synthetic training set.
         backend: ``auto``, ``mpi``, ``horovod`` or ``local``.
@@ -85,6 +92,9 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
     resume: bool = False
+    keep_checkpoints: int = 0
+    global_batch: int | None = None
+    resize_warmup_steps: int = 20
     check_consistency: int = 0
     synthetic_samples: int = 4096
     backend: str = "auto"
@@ -110,7 +120,9 @@ class TrainConfig:
         for flag, value in {"checkpoint-every": self.checkpoint_every,
                             "check-consistency": self.check_consistency,
                             "timing-warmup": self.timing_warmup,
-                            "report-every": self.report_every}.items():
+                            "report-every": self.report_every,
+                            "keep-checkpoints": self.keep_checkpoints,
+                            "resize-warmup-steps": self.resize_warmup_steps}.items():
             if value < 0:
                 raise UsageError(f"--{flag} must be 0 or more, got {value}")
         if self.threads is not None and self.threads <= 0:
@@ -137,8 +149,14 @@ class TrainConfig:
         if self.backend not in ("auto",) + BACKENDS:
             raise UsageError(f"unknown backend {self.backend!r}: use auto, "
                              f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
-        if (self.resume or self.checkpoint_every) and not self.checkpoint_dir:
-            raise UsageError("--resume and --checkpoint-every need --checkpoint-dir DIR")
+        if (self.resume or self.checkpoint_every or self.keep_checkpoints) and \
+                not self.checkpoint_dir:
+            raise UsageError("--resume, --checkpoint-every and --keep-checkpoints need "
+                             "--checkpoint-dir DIR")
+        if self.global_batch is not None and (not isinstance(self.global_batch, int)
+                                              or self.global_batch <= 0):
+            raise UsageError(f"--global-batch-size must be a positive integer, got "
+                             f"{self.global_batch!r}")
 
     def global_batch_size(self, size: int) -> int:
         """The samples of one step across ``size`` ranks."""
@@ -210,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="steps between checkpoints (0: only at the end)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, metavar="N",
+                   help="also keep the last N checkpoints as checkpoint-STEP.npz")
+    p.add_argument("--global-batch-size", dest="global_batch", type=int, default=None,
+                   metavar="N", help="fix the global batch at N samples on any number of "
+                                     "ranks (per-rank batch N / ranks; --lr not scaled)")
+    p.add_argument("--resize-warmup-steps", type=int, default=d.resize_warmup_steps,
+                   metavar="N", help="after a resume on another number of ranks, ramp the "
+                                     "learning rate to the new size's over N steps")
     p.add_argument("--check-consistency", type=int, default=d.check_consistency,
                    metavar="N", help="verify identical weights on all ranks every N steps")
     p.add_argument("--synthetic-samples", type=int, default=d.synthetic_samples)

@@ -17,7 +17,8 @@ from distrain.train.models import build_model
 from distrain.train.progress import Printer
 from distrain.overlap import bucket_sizes, overlap_enabled
 from distrain.train.rank_setup import configure_tensorflow, quiet_tensorflow, rank_threads
-from distrain.train.step import TrainStep, learning_rate_at
+from distrain.train.resize import Position, Schedule, position_of, rank_batch
+from distrain.train.step import TrainStep
 
 __all__ = ["run", "TrainResult", "DivergenceError"]
 
@@ -72,13 +73,22 @@ def _build(config: TrainConfig, data):
 
 
 def _meta(config: TrainConfig, size: int) -> dict:
-    return {"model": config.model, "dataset": config.dataset,
-            "global_batch": config.global_batch_size(size), "optimizer": config.optimizer}
+    """What a checkpoint must share with the run that resumes it: the per-rank batch, or
+    the global batch when it is fixed (any number of ranks may resume it)."""
+    batch = {"global_batch": config.global_batch} if config.global_batch else \
+        {"batch_size": config.batch_size}
+    return {"model": config.model, "dataset": config.dataset, "optimizer": config.optimizer,
+            **batch}
 
 
 def _restore(config, model, optimizer, size):
+    """Rank 0 loads the checkpoint into the model and optimizer; returns its header."""
     meta, model_arrays, opt_arrays = checkpoint.load(config.checkpoint_dir)
     expected = _meta(config, size)
+    if "size" not in meta:     # written before elastic jobs: it knows the global batch only
+        expected = {k: v for k, v in expected.items() if k not in ("batch_size",
+                                                                   "global_batch")}
+        expected["global_batch"] = config.global_batch_size(size)
     differs = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
     if differs:
         detail = ", ".join(f"{k} {a!r} there but {b!r} here" for k, (a, b) in differs.items())
@@ -93,15 +103,19 @@ def _restore(config, model, optimizer, size):
                              f"model ({len(arrays)} arrays there, {len(shapes)} here)")
         for variable, array in zip(variables, arrays):
             variable.assign(array)
-    return int(meta["step"])
+    return meta
 
 
-def _save(config, model, optimizer, step, epoch, size, printer):
-    path = checkpoint.save(config.checkpoint_dir, step, epoch,
+def _save(config, model, optimizer, position, schedule, size, printer):
+    header = dict(_meta(config, size), epoch_samples=position.epoch_samples,
+                  epoch_budget=position.epoch_budget, size=size,
+                  global_batch=config.global_batch_size(size), batch_size=config.batch_size,
+                  **schedule.header(position.step))
+    path = checkpoint.save(config.checkpoint_dir, position.step, position.epoch,
                            [np.asarray(v) for v in model.weights],
                            [np.asarray(v) for v in optimizer_variables(optimizer)],
-                           _meta(config, size))
-    printer.line(f"checkpoint saved at step {step}: {path}")
+                           header, keep=config.keep_checkpoints)
+    printer.line(f"checkpoint saved at step {position.step}: {path}")
 
 
 def _check_consistency(model, step: int) -> None:
@@ -137,6 +151,9 @@ def run(config: TrainConfig) -> TrainResult:
     distrain.init(None if config.backend == "auto" else config.backend)
     rank, size = distrain.rank(), distrain.size()
     printer = Printer(rank, config.verbose, config.quiet)
+    config = _agree(lambda: dataclasses.replace(
+        config, batch_size=rank_batch(config.batch_size, config.global_batch, size)))
+    elastic = _take_resize_requests(config, printer)
     data = _agree(lambda: datasets.open_source(config.dataset, config.seed, config.batch_size,
                                                rank, size, config.image_size,
                                                config.synthetic_samples))
@@ -147,42 +164,45 @@ def run(config: TrainConfig) -> TrainResult:
     model, optimizer = _agree(lambda: _build(config, data))
     if config.checkpoint_dir:
         _agree(lambda: checkpoint.check_writable(config.checkpoint_dir) if rank == 0 else None)
-    start_step = 0
+    per_step = config.global_batch_size(size)
+    schedule = Schedule(config.learning_rate, size, config.scale_lr and not config.global_batch,
+                        int(config.warmup_epochs * steps))
+    fresh = steps * per_step           # the samples of an epoch begun at this size
+    position = Position(0, 0, 0, fresh)
     resume = _should_resume(config, rank)
     if resume:
-        start_step = _agree(lambda: _restore(config, model, optimizer, size)
-                            if rank == 0 else 0)
-        start_step = int(distrain.broadcast(np.int64(start_step), root_rank=0))
+        meta = _agree(lambda: _restore(config, model, optimizer, size) if rank == 0 else None)
+        meta = distrain.allgather_object(meta)[0] if size > 1 else meta
+        position = position_of(meta, steps, per_step).normalised(per_step, fresh)
+        changed = schedule.resume(meta, position.step, int(meta.get("size", size)),
+                                  config.resize_warmup_steps)
     distrain.broadcast_variables(list(model.weights) + optimizer_variables(optimizer),
                                  root_rank=0)
     digest = checkpoint.weights_digest(np.asarray(v) for v in model.weights)
     printer.line(f"distrain: {size} rank(s), backend {distrain.collectives.backend_name()}, "
                  f"{device}; model {config.model} ({model.count_params():,} parameters), "
-                 f"dataset {data.name}, global batch {config.global_batch_size(size)}, "
-                 f"{steps} steps/epoch")
+                 f"dataset {data.name}, global batch {per_step}, {steps} steps/epoch")
     if resume:
-        printer.line(f"resumed from step {start_step}, weights {digest}")
+        printer.line(_resumed_line(meta, position, size, per_step, changed, digest))
 
     prediction = _predict(config, model, optimizer, data, overlap) if config.cost_model \
         else None
     timer = StepTimer()
     train_step = TrainStep(model, optimizer, distrain.Compression.by_name(config.compression),
                            timer, overlap)
-    warmup_steps = int(config.warmup_epochs * steps)
-    total_steps = config.epochs * steps
-    step = start_step
+    start_step, step, epoch = position.step, position.step, position.epoch
     loss = accuracy = float("nan")
-    current_lr = None
-    while step < total_steps:
-        epoch, first = divmod(step, steps)
-        printer.start_epoch(epoch, config.epochs, steps)
+    current_lr = saved = None
+    while epoch < config.epochs:
+        offset, budget = position.epoch_samples, position.epoch_budget
+        first, remaining = -(-offset // per_step), position.steps_left(per_step)
+        printer.start_epoch(epoch, config.epochs, first + remaining)
         sums = np.zeros(3)  # loss x samples, correct, samples
         began = time.perf_counter()
-        batches = data.batches(epoch, config.seed, config.batch_size, rank, size, steps,
-                               start=first)
-        for index in range(first, steps):
-            lr = learning_rate_at(step, config.learning_rate, size, config.scale_lr,
-                                  warmup_steps)
+        batches = data.batches(epoch, config.seed, config.batch_size, rank, size, remaining,
+                               offset=offset)
+        for index in range(remaining):
+            lr = schedule.at(step)
             if lr != current_lr:
                 optimizer.learning_rate.assign(lr)
                 current_lr = lr
@@ -190,20 +210,30 @@ def run(config: TrainConfig) -> TrainResult:
                 step_loss, correct, samples = train_step(step, batches)
             step_loss, correct = float(step_loss), float(correct)
             step += 1
+            offset += per_step
             sums += (step_loss * samples, correct, samples)
-            printer.update(index + 1, step_loss, correct / samples, lr)
+            printer.update(first + index + 1, step_loss, correct / samples, lr)
             if config.check_consistency and step % config.check_consistency == 0:
                 _check_consistency(model, step)
-            if rank == 0 and config.checkpoint_every and step % config.checkpoint_every == 0:
-                _save(config, model, optimizer, step, step // steps, size, printer)
-            if config.report_every and step % config.report_every == 0 and step < total_steps:
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                here = Position(step, epoch, offset, budget).normalised(per_step, fresh)
+                _boundary(config, model, optimizer, here, schedule, size, printer, elastic)
+                saved = step
+            last = epoch + 1 == config.epochs and index + 1 == remaining
+            if config.report_every and step % config.report_every == 0 and not last:
                 _report(config, timer, prediction, size, printer, final=False)
         totals = distrain.allreduce(sums, op=distrain.Sum, name="epoch metrics")
-        loss, accuracy = totals[0] / totals[2], totals[1] / totals[2]
+        if totals[2]:
+            loss, accuracy = totals[0] / totals[2], totals[1] / totals[2]
         printer.end_epoch(epoch, loss, accuracy, time.perf_counter() - began,
                           int(totals[2]), size)
-    if rank == 0 and config.checkpoint_dir and step > start_step:
-        _save(config, model, optimizer, step, step // steps, size, printer)
+        epoch += 1
+        position = Position(step, epoch, 0, fresh)
+        if elastic and not config.checkpoint_every and epoch < config.epochs:
+            _boundary(config, model, optimizer, position, schedule, size, printer, elastic)
+            saved = step
+    if rank == 0 and config.checkpoint_dir and step > start_step and saved != step:
+        _save(config, model, optimizer, position, schedule, size, printer)
     test_accuracy = _evaluate(model, data, rank, size, config.batch_size)
     if test_accuracy is not None:
         printer.line(f"test accuracy {test_accuracy:.4f}")
@@ -213,6 +243,45 @@ def run(config: TrainConfig) -> TrainResult:
                        checkpoint.weights_digest(np.asarray(v) for v in model.weights), timer,
                        start_step if resume else None, prediction,
                        sum(np.asarray(v).nbytes for v in model.trainable_variables))
+
+
+def _take_resize_requests(config, printer) -> bool:
+    """In an elastic job with checkpoints, listen for distrain-run's resize requests; without
+    checkpoints say what a relaunch would cost."""
+    from distrain.elastic import requests
+    if not requests.elastic_job():
+        return False
+    if not config.checkpoint_dir:
+        printer.line("distrain.train: warning: an elastic job without --checkpoint-dir starts "
+                     "again from step 0 after every failure, and cannot grow")
+        return False
+    return requests.listen()
+
+
+def _boundary(config, model, optimizer, position, schedule, size, printer, elastic) -> None:
+    """A checkpoint boundary: rank 0 saves; in an elastic job every rank then learns whether
+    distrain-run asked for a resize, and if so the run stops here (the checkpoint is on disk
+    before any rank leaves)."""
+    if distrain.rank() == 0:
+        _save(config, model, optimizer, position, schedule, size, printer)
+    if elastic:
+        from distrain.elastic import HostsUpdatedInterrupt, requests
+        if requests.agreed():
+            distrain.barrier()
+            raise HostsUpdatedInterrupt(f"stopping at step {position.step} for a resize; "
+                                        f"the checkpoint is saved")
+
+
+def _resumed_line(meta, position, size: int, per_step: int, changed: str,
+                  digest: str) -> str:
+    """The line a resumed run prints: from where, and what a change of size changed."""
+    saved = int(meta.get("size", size))
+    line = f"resumed from step {position.step}, weights {digest}"
+    if saved != size:
+        line += (f"; saved at {saved} rank(s), now {size}: epoch {position.epoch} goes on "
+                 f"from sample {position.epoch_samples} of its shuffle, global batch "
+                 f"{meta.get('global_batch', '?')} -> {per_step}")
+    return line + (f"; {changed}" if changed else "")
 
 
 def _should_resume(config, rank: int) -> bool:

@@ -121,7 +121,7 @@ def steps_per_epoch(samples: int, batch_size: int, size: int, limit: int | None)
 
 
 def shard_batches(data: Dataset, epoch: int, seed: int, batch_size: int, rank: int,
-                  size: int, steps: int, start: int = 0):
+                  size: int, steps: int, start: int = 0, offset: int = 0):
     """Yields this rank's ``(x, y)`` for each step of one epoch.
 
     Args:
@@ -133,11 +133,13 @@ def shard_batches(data: Dataset, epoch: int, seed: int, batch_size: int, rank: i
         size: the number of ranks.
         steps: the epoch's number of steps.
         start: the first step to yield (after a resume).
+        offset: samples of the shuffle consumed before step 0 (by a run of another size,
+            before a resume): the global batches start there.
     """
     order = np.random.default_rng((seed, epoch)).permutation(len(data.x_train))
     per_step = batch_size * size
     for step in range(start, steps):
-        first = step * per_step + rank * batch_size
+        first = offset + step * per_step + rank * batch_size
         rows = np.sort(order[first:first + batch_size])
         yield data.x_train[rows], data.y_train[rows]
 
@@ -180,9 +182,10 @@ class ArraySource:
         return steps_per_epoch(len(self.data.x_train), batch_size, size, limit)
 
     def batches(self, epoch: int, seed: int, batch_size: int, rank: int, size: int,
-                steps: int, start: int = 0):
+                steps: int, start: int = 0, offset: int = 0):
         """This rank's ``(x, y)`` numpy batches of one epoch (:func:`shard_batches`)."""
-        return shard_batches(self.data, epoch, seed, batch_size, rank, size, steps, start)
+        return shard_batches(self.data, epoch, seed, batch_size, rank, size, steps, start,
+                             offset)
 
     def eval_shard(self, rank: int, size: int):
         """This rank's strided part of the test set, or None."""

@@ -114,8 +114,9 @@ class ImageFolderSource(StreamSource):
         return min(steps, limit) if limit else steps
 
     def batches(self, epoch: int, seed: int, batch_size: int, rank: int, size: int,
-                steps: int, start: int = 0):
-        """This rank's sub-block of each global batch, decoded by a parallel map.
+                steps: int, start: int = 0, offset: int = 0):
+        """This rank's sub-block of each global batch, decoded by a parallel map; the global
+        batches start at sample ``offset`` of the epoch's shuffle.
 
         Returns:
             An iterator of ``steps - start`` tensor pairs.
@@ -123,7 +124,8 @@ class ImageFolderSource(StreamSource):
         import tensorflow as tf
         order = np.random.default_rng((seed, epoch)).permutation(len(self.paths))
         per_step = batch_size * size
-        rows = np.concatenate([np.sort(order[s * per_step + rank * batch_size:][:batch_size])
+        rows = np.concatenate([np.sort(order[offset + s * per_step + rank * batch_size:]
+                                       [:batch_size])
                                for s in range(start, steps)]) if steps > start else \
             np.zeros(0, np.int64)
         channels, image_size = self.channels, self.image_size

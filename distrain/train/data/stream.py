@@ -142,15 +142,20 @@ class StreamSource:
         return min(steps, limit) if limit else steps
 
     def batches(self, epoch: int, seed: int, batch_size: int, rank: int, size: int,
-                steps: int, start: int = 0):
+                steps: int, start: int = 0, offset: int = 0):
         """This rank's ``(x, y)`` batches of one epoch: exactly ``steps - start`` of them.
+
+        Each rank reads its own records, so ``offset`` (samples the ranks consumed before
+        a resume) skips ``offset // (batch_size * size)`` of this rank's batches: exact on
+        the same number of ranks, approximate across a resize (docs/elastic.md).
 
         Returns:
             An iterator of tensor pairs.
         """
         import tensorflow as tf
+        done = offset // (batch_size * size)
         dataset = (self.epoch_records(epoch, seed)
-                   .batch(batch_size, drop_remainder=True).take(steps).skip(start)
+                   .batch(batch_size, drop_remainder=True).skip(done).take(steps).skip(start)
                    .prefetch(tf.data.AUTOTUNE))
         return iter(dataset)
 
