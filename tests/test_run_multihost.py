@@ -14,9 +14,7 @@ import time
 
 import pytest
 
-from distrain.bench.netns import NamespaceHosts, requirements_problem
-
-from run_helpers import wait_gone
+from run_helpers import namespace_hosts, wait_gone
 
 pytestmark = pytest.mark.mpi
 
@@ -43,16 +41,7 @@ print(f"{os.uname().nodename} rank {rank}/{size} w={np.round(w, 3).tolist()} "
 @pytest.fixture(scope="module")
 def hosts():
     """Two namespaced hosts (:class:`distrain.bench.netns.NamespaceHosts`, no rate limit)."""
-    problem = requirements_problem()
-    if problem:
-        pytest.skip(problem)
-    made = NamespaceHosts(2)
-    try:
-        made.__enter__()
-    except RuntimeError as exc:
-        pytest.skip(f"cannot create network namespaces here: {exc}")
-    yield made
-    made.close()
+    yield from namespace_hosts(2)
 
 
 @pytest.fixture(autouse=True)

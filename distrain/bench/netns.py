@@ -85,8 +85,26 @@ class NamespaceHosts:
     def launch_args(self) -> list[str]:
         """distrain-run's flags for one rank per host over TCP (Open MPI 5's flags)."""
         return ["-H", ",".join(f"{address}:1" for address in self.addresses),
-                "--network-interfaces", f"{self.subnet}.0/24",
+                *self.mpi_flags()]
+
+    def mpi_flags(self) -> list[str]:
+        """distrain-run's flags that reach the hosts over TCP, without naming them (for a
+        discovery script to name them)."""
+        return ["--network-interfaces", f"{self.subnet}.0/24",
                 "--mpi-args", f"--prtemca plm_ssh_agent {self.agent} --mca btl self,tcp"]
+
+    def kill_host(self, index: int) -> list[int]:
+        """SIGKILLs every process of host ``index`` at once (the host fails); returns their
+        pids."""
+        pids = [int(pid) for pid in subprocess.run(
+            ["ip", "netns", "pids", self.namespaces[index]], capture_output=True,
+            text=True).stdout.split()]
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        return pids
 
     def _make(self) -> None:
         _run("ip", "link", "add", self.bridge, "type", "bridge")

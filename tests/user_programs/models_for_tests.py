@@ -56,3 +56,50 @@ def crash_once(input_shape, num_classes):
     x = _FailAtCall(15 if first_run else 10 ** 9)(x)
     x = keras.layers.Dense(16, activation="relu")(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+
+
+
+class _Pause(keras.layers.Layer):
+    """Sleeps 40 ms on every call (a numpy_function, so inside tf.function too)."""
+
+    def call(self, x):
+        import time
+
+        def pause(value):
+            time.sleep(0.04)
+            return value
+
+        return tf.ensure_shape(tf.numpy_function(pause, [x], x.dtype, stateful=True), x.shape)
+
+
+def slow(input_shape, num_classes):
+    """An MLP whose every forward pass also sleeps 40 ms: a run long enough to act on (kill a
+    host, add one) while it trains, whatever the machine's speed."""
+    inputs = keras.Input(input_shape)
+    x = _Pause()(keras.layers.Flatten()(inputs))
+    x = keras.layers.Dense(16, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+
+
+class _FailOnHost(keras.layers.Layer):
+    """Fails the step on the host named by ``DISTRAIN_TEST_BAD_HOST`` (a flapping host)."""
+
+    def call(self, x):
+        import os
+        import socket
+
+        def check(value):
+            bad = os.environ.get("DISTRAIN_TEST_BAD_HOST")
+            if socket.gethostname() == bad:
+                raise RuntimeError(f"injected failure on {bad}")
+            return value
+
+        return tf.ensure_shape(tf.numpy_function(check, [x], x.dtype, stateful=True), x.shape)
+
+
+def slow_failing_on_host(input_shape, num_classes):
+    """:func:`slow`, failing at its first step on the host ``DISTRAIN_TEST_BAD_HOST``."""
+    inputs = keras.Input(input_shape)
+    x = _Pause()(_FailOnHost()(keras.layers.Flatten()(inputs)))
+    x = keras.layers.Dense(16, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
