@@ -203,8 +203,9 @@ class TensorFlowKerasState(State):
     def _load(self, arrays: dict) -> None:
         _assign(self.model.weights, arrays.get("model", []), "model weights")
         saved = arrays.get("optimizer", [])
-        if saved and self.optimizer is not None and not self._optimizer_variables():
-            self.optimizer.build(self.model.trainable_variables)
+        if saved and self.optimizer is not None and \
+                len(saved) != len(self._optimizer_variables()):
+            self.optimizer.build(self.model.trainable_variables)     # not built yet
         if self.optimizer is not None and len(saved) == len(self._optimizer_variables()):
             _assign(self._optimizer_variables(), saved, "optimizer variables")
         elif saved:
