@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from distrain.train import checkpoint
+
 from docker_helpers import Project, compose_base, engine_problem, ROOT
 
 pytestmark = pytest.mark.docker
@@ -203,3 +205,54 @@ def test_a_relaunch_after_the_worker_returns_resumes_from_the_checkpoint(project
     saved = [int(line.split("checkpoint saved at step ")[1].split(":")[0])
              for line in out.splitlines() if "checkpoint saved at step " in line]
     assert resumed >= 20 and resumed in saved, out[-3000:]
+
+
+TRAIN_ELASTIC = ["python", "-m", "distrain.train", "--model", "resnet", "--epochs", "4",
+                 "--steps-per-epoch", "30", "--no-cost-model", "--checkpoint-dir", "/out/ck",
+                 "--checkpoint-every", "10"]
+
+
+def _start_elastic_job(project, workers: int, *flags):
+    project.compose("up", "-d", "--scale", f"worker={workers}", "worker", check=True,
+                    timeout=120)
+    proc = subprocess.Popen(project.compose_argv(
+        "run", "--rm", "-T", "launcher", "distrain-run", "--min-np", "2", "--max-np", "3",
+        "--start-timeout", "90", *flags, *TRAIN_ELASTIC), env=project.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = Reader(proc)
+    reader.wait_for("checkpoint saved at step 10", timeout=180)
+    return reader
+
+
+@pytest.mark.timeout(500)
+def test_an_elastic_job_carries_on_at_two_ranks_when_a_worker_is_killed(project):
+    reader = _start_elastic_job(project, 3, "--blacklist-cooldown", "600")
+    names = project.containers("worker")
+    victim = names[2]
+    subprocess.run(["docker", "kill", victim], check=True, capture_output=True, timeout=30)
+    code = reader.finish(timeout=400)
+    out, err = reader.text("stdout"), reader.text("stderr")
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert f"elastic: host {victim} left out for 600 s" in err, err[-3000:]
+    assert f"elastic: 3 -> 2 ranks on {names[0]}:1,{names[1]}:1, from the last checkpoint" in err
+    assert re.search(r"resumed from step \d+, weights \w+; saved at 3 rank\(s\), now 2", out)
+    assert "epoch 4: loss" in out
+    meta, _, _ = checkpoint.load(str(project.out / "ck"))
+    assert meta["size"] == 2 and meta["epoch"] == 4
+
+
+@pytest.mark.timeout(500)
+def test_an_elastic_job_grows_when_a_worker_is_added(project):
+    reader = _start_elastic_job(project, 2)
+    project.compose("up", "-d", "--scale", "worker=3", "--no-recreate", "worker", check=True,
+                    timeout=120)
+    code = reader.finish(timeout=400)
+    out, err = reader.text("stdout"), reader.text("stderr")
+    assert code == 0, out[-3000:] + err[-3000:]
+    names = project.containers("worker")
+    assert len(names) == 3
+    assert f"discovery lists more slots ({names[2]}:1): 2 -> 3 ranks" in err, err[-3000:]
+    assert "elastic: 2 -> 3 ranks on" in err
+    assert re.search(r"stopping at step \d+ for a resize", out)
+    assert re.search(r"resumed from step \d+, weights \w+; saved at 2 rank\(s\), now 3", out)
+    assert "left out" not in err
