@@ -128,7 +128,8 @@ def test_a_horovod_elastic_program_grows_from_one_rank_to_two(tmp_path):
     out = job.finish()
     assert job.proc.returncode == 0, out
     assert "discovery lists more slots (localhost:2): 1 -> 2 ranks" in out
-    assert "elastic: 1 -> 2 ranks on localhost:2, from the last checkpoint (launch 2)" in out
+    assert "elastic: 1 -> 2 ranks on localhost:2 (more slots), from the last checkpoint " \
+           "(launch 2)" in out
     rows = json_rows(out)
     assert [r["rank"] for r in sorted(rows, key=lambda r: r["rank"])] == [0, 1]
     assert {r["digest"] for r in rows} == {rows[0]["digest"]}

@@ -100,6 +100,10 @@ def test_a_failed_host_is_left_out_for_a_cooldown_that_doubles():
     clock.now = 31
     assert blacklist.excluded() == set() and blacklist.reason("a") == "again"
     assert "left out for 40 s" in blacklist.fail("a", "third")
+    for _ in range(5):
+        line = blacklist.fail("a", "and again")
+    assert line == ("host a failed 8 times: left out for 160 s (doubled with each failure, up "
+                    "to 16x)")
 
 
 def test_a_launch_keeps_the_previous_hosts_first_and_at_most_max_np_slots():
@@ -128,7 +132,7 @@ def test_a_failed_host_is_left_out_and_the_job_goes_on_without_it(tmp_path):
     assert code == 0 and launches.hosts == ["a:1,b:1,c:1", "a:1,b:1"]
     assert launches.restarts == [0, 1]
     assert "elastic: host c left out for 30 s (--blacklist-cooldown)" in lines
-    assert "elastic: 3 -> 2 ranks on a:1,b:1, from the last checkpoint (launch 2)" in lines
+    assert "elastic: 3 -> 2 ranks on a:1,b:1 (c failed), from the last checkpoint (launch 2)" in lines
 
 
 def test_below_min_np_for_the_elastic_timeout_is_an_error_naming_the_hosts_lost(tmp_path):

@@ -97,8 +97,8 @@ def test_a_killed_host_leaves_the_job_at_two_ranks_as_if_resumed_there(hosts, tm
     assert job.finish() == 0, job.text()
     out = job.text()
     assert f"elastic: host {hosts.addresses[2]} left out for 600 s" in out
-    assert (f"elastic: 3 -> 2 ranks on {hosts.addresses[0]}:1,{hosts.addresses[1]}:1, from "
-            f"the last checkpoint (launch 2)") in out
+    assert (f"elastic: 3 -> 2 ranks on {hosts.addresses[0]}:1,{hosts.addresses[1]}:1 "
+            f"({hosts.addresses[2]} failed), from the last checkpoint (launch 2)") in out
     resumed = int(re.search(r"resumed from step (\d+), weights \w+; saved at 3 rank\(s\), "
                             r"now 2", out)[1])
     assert resumed >= 10
@@ -129,7 +129,8 @@ def test_a_host_listed_while_the_job_runs_grows_it_at_a_checkpoint(hosts, tmp_pa
     stopped = int(re.search(r"stopping at step (\d+) for a resize; the checkpoint is saved",
                             out)[1])
     assert f"elastic: 2 -> 3 ranks on {hosts.addresses[0]}:1,{hosts.addresses[1]}:1," \
-           f"{hosts.addresses[2]}:1, from the last checkpoint (launch 2)" in out
+           f"{hosts.addresses[2]}:1 ({hosts.addresses[2]} added), from the last checkpoint " \
+           f"(launch 2)" in out
     assert re.search(rf"resumed from step {stopped}, weights \w+; saved at 2 rank\(s\), now 3",
                      out)
     assert "left out" not in out

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     elastic.add_argument("--blacklist-cooldown", type=float,
                          default=default["blacklist_cooldown"], metavar="S",
                          help=f"leave a failed host out for S seconds, doubled on each "
-                              f"further failure of that host "
+                              f"further failure of that host, up to 16x "
                               f"(default {default['blacklist_cooldown']:g})")
     elastic.add_argument("--reset-limit", type=int, metavar="N",
                          help="relaunch an elastic job at most N times after failures "

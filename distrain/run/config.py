@@ -55,7 +55,7 @@ class LaunchConfig:
         max_np: elastic: the most ranks (``--max-np``); discovered slots beyond it stay idle.
         elastic_timeout: elastic: seconds the job may stay below ``min_np`` before it ends.
         blacklist_cooldown: elastic: seconds a host that failed is left out (doubled on each
-            further failure of that host).
+            further failure of that host, up to 16 times).
         reset_limit: elastic: relaunch at most this many times after failures (None: no
             limit; resizes to take new hosts do not count).
 

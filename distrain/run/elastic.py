@@ -4,8 +4,9 @@
 hosts the script lists (at most ``M`` slots), and then:
 
 - a rank fails, falls silent or vanishes: its host is left out (blacklisted) for
-  ``--blacklist-cooldown`` seconds, doubled on each further failure of that host (a host
-  that keeps failing is tried less and less often, never in a loop). The job is relaunched
+  ``--blacklist-cooldown`` seconds, doubled on each further failure of that host up to
+  16 times as long (a host that keeps failing is tried less and less often, never in a
+  loop). The job is relaunched
   at once on the hosts still listed, from its last checkpoint (``DISTRAIN_RESTART_COUNT``
   counts the launches), if they hold at least ``N`` slots;
 - the script lists new hosts while the job runs below ``M`` ranks: the ranks are asked
@@ -32,9 +33,10 @@ from distrain.run.hosts import Host, format_hosts
 from distrain.run.outcome import TIMEOUT_EXIT_CODE
 
 __all__ = ["Blacklist", "usable_hosts", "HostWatcher", "run_elastic", "UNNAMED_FAILURES",
-           "WATCH_SECONDS"]
+           "MAX_BACKOFF", "WATCH_SECONDS"]
 
 UNNAMED_FAILURES = 3    # failures in a row that name no host end the job
+MAX_BACKOFF = 16        # a host's cool-down grows to at most this many times the first
 WATCH_SECONDS = 2.0     # how often a running job's discovery script is asked for new hosts
 
 
@@ -47,7 +49,7 @@ class _Failures:
 
 class Blacklist:
     """Hosts left out after failures, each for a cool-down that doubles with every failure
-    of that host.
+    of that host, up to :data:`MAX_BACKOFF` times the first.
 
     Args:
         cooldown: seconds a host is left out after its first failure.
@@ -67,12 +69,12 @@ class Blacklist:
         record = self._hosts.setdefault(host, _Failures(0, 0.0, reason))
         record.count += 1
         record.reason = reason
-        seconds = self.cooldown * 2 ** (record.count - 1)
+        seconds = self.cooldown * min(MAX_BACKOFF, 2 ** (record.count - 1))
         record.until = self.clock() + seconds
         if record.count == 1:
             return f"host {host} left out for {seconds:g} s (--blacklist-cooldown)"
         return (f"host {host} failed {record.count} times: left out for {seconds:g} s "
-                f"(doubled with each failure)")
+                f"(doubled with each failure, up to {MAX_BACKOFF}x)")
 
     def excluded(self) -> set[str]:
         """The hosts left out now."""
@@ -192,6 +194,7 @@ def run_elastic(config, start, tell, *, clock=time.monotonic, sleep=time.sleep) 
     lost: list[str] = []
     launches = failures = unnamed = 0
     last = None
+    failed: tuple[str, ...] = ()
     while True:
         wanted = config.np if not launches and config.np is not None else least
         hosts = _wait(argv, blacklist, config, wanted, least, running, lost, tell, clock,
@@ -200,7 +203,8 @@ def run_elastic(config, start, tell, *, clock=time.monotonic, sleep=time.sleep) 
             return hosts
         if running:
             tell(f"elastic: {_slots(running)} -> {_slots(hosts)} ranks on "
-                 f"{format_hosts(hosts)}, from the last checkpoint (launch {launches + 1})")
+                 f"{format_hosts(hosts)} ({_change(running, hosts, failed)}), from the last "
+                 f"checkpoint (launch {launches + 1})")
         else:
             tell(f"elastic: {_slots(hosts)} ranks on {format_hosts(hosts)} "
                  f"(--min-np {least}, --max-np {config.max_np or 'any'})")
@@ -213,7 +217,7 @@ def run_elastic(config, start, tell, *, clock=time.monotonic, sleep=time.sleep) 
                 tell(outcome.message)
             return outcome.code
         if outcome.resize_asked and outcome.code == RESIZE_EXIT_CODE:
-            last = None
+            last, failed = None, ()
             continue                                  # stopped at a checkpoint to grow
         tell(outcome.message)
         if _same_failure(last, outcome):
@@ -230,6 +234,7 @@ def run_elastic(config, start, tell, *, clock=time.monotonic, sleep=time.sleep) 
         if unnamed >= UNNAMED_FAILURES:
             tell(f"elastic: {unnamed} failures in a row that name no host: not relaunching")
             return outcome.code
+        failed = outcome.hosts or ("?",)
         reason = outcome.message.splitlines()[0].split("; stopped")[0].split("; every")[0]
         for host in outcome.hosts:
             tell(f"elastic: {blacklist.fail(host, reason)}")
@@ -237,10 +242,21 @@ def run_elastic(config, start, tell, *, clock=time.monotonic, sleep=time.sleep) 
                 lost.append(host)
 
 
+def _change(running, hosts, failed) -> str:
+    """Why a launch's hosts differ from the last one's, in a few words."""
+    now, before = {h.name for h in hosts}, [h.name for h in running]
+    parts = [f"{name} {'failed' if name in failed else 'not listed'}" for name in before
+             if name not in now]
+    parts += [f"{h.name} added" for h in hosts if h.name not in before]
+    if parts:
+        return ", ".join(parts)
+    return "after a failure" if failed else "more slots"
+
+
 def _wait(argv, blacklist, config, wanted, least, previous, lost, tell, clock, sleep):
-    """The hosts of the next launch, once discovery lists ``wanted`` usable slots (or at
-    least ``least`` when ``wanted`` is not there yet but ``least`` is after the first ask);
-    an exit code when that takes longer than ``--elastic-timeout``."""
+    """The hosts of the next launch, once discovery lists ``wanted`` usable slots; the exit
+    code 124 when that takes longer than ``--elastic-timeout`` (``least`` and ``lost`` are
+    for the message)."""
     deadline = clock() + config.elastic_timeout
     told = False
     while True:
@@ -248,12 +264,12 @@ def _wait(argv, blacklist, config, wanted, least, previous, lost, tell, clock, s
         hosts = usable_hosts(answer.hosts, blacklist.excluded(), config.max_np, previous)
         if not answer.problem and _slots(hosts) >= wanted:
             return hosts
-        if not answer.problem and _slots(hosts) >= least and previous:
-            return hosts
         said = answer.problem or (f"it lists {format_hosts(answer.hosts) or 'no host'}, "
                                   f"{_slots(hosts)} usable slot(s)")
         if clock() >= deadline:
-            gone = "; ".join(f"host {h}: {blacklist.reason(h)}" for h in lost) or "none"
+            listed = {host.name for host in answer.hosts}
+            gone = "; ".join(f"host {h}: {blacklist.reason(h)}" for h in lost
+                             if h in blacklist.excluded() or h not in listed) or "none"
             tell(f"error: fewer than {wanted} usable slots for {config.elastic_timeout:g} s "
                  f"(--min-np {least}, --elastic-timeout): {said}. Hosts lost: {gone}")
             return TIMEOUT_EXIT_CODE

@@ -234,7 +234,8 @@ def test_an_elastic_job_carries_on_at_two_ranks_when_a_worker_is_killed(project)
     out, err = reader.text("stdout"), reader.text("stderr")
     assert code == 0, out[-3000:] + err[-3000:]
     assert f"elastic: host {victim} left out for 600 s" in err, err[-3000:]
-    assert f"elastic: 3 -> 2 ranks on {names[0]}:1,{names[1]}:1, from the last checkpoint" in err
+    assert f"elastic: 3 -> 2 ranks on {names[0]}:1,{names[1]}:1 ({victim} failed), from the " \
+           f"last checkpoint" in err
     assert re.search(r"resumed from step \d+, weights \w+; saved at 3 rank\(s\), now 2", out)
     assert "epoch 4: loss" in out
     meta, _, _ = checkpoint.load(str(project.out / "ck"))
