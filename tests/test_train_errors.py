@@ -46,7 +46,7 @@ def bad_npz(tmp_path):
     (["--epochs", "-1"], ["--epochs must be a positive integer"]),
     (["--batch-size", "many"], ["invalid int value: 'many'"]),
     (["--frobnicate"], ["unrecognized arguments: --frobnicate"]),
-    (["--resume"], ["--resume and --checkpoint-every need --checkpoint-dir"]),
+    (["--resume"], ["--resume, --checkpoint-every and --keep-checkpoints need --checkpoint-dir"]),
 ])
 def test_bad_flags_fail_before_tensorflow_loads(tmp_path, args, fragments):
     result = run_train(args, tmp_path)
@@ -137,6 +137,19 @@ def test_raising_factory_is_reported_once_across_ranks(tmp_path):
                     "ValueError: no such width"]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "ckpt").exists() or os.listdir(tmp_path / "ckpt") == []
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(150)
+def test_a_global_batch_that_does_not_split_over_the_ranks_is_one_line(tmp_path):
+    result = run_mpi(3, ["-m", "distrain.train", "--global-batch-size", "64",
+                         "--checkpoint-dir", str(tmp_path / "ckpt")], timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    ours = [l for l in result.stderr.splitlines() if l.startswith("distrain.train: error")]
+    assert ours == ["distrain.train: error: --global-batch-size 64 does not split evenly over "
+                    "3 ranks; give a multiple of every job size it may run at"]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ckpt").exists()
 
 
 @pytest.mark.timeout(120)

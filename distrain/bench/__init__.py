@@ -21,6 +21,8 @@ BENCHMARKS = {
     "costmodel": ("distrain.bench.costmodel", "predicted against measured step time"),
     "network": ("distrain.bench.network", "training over namespace hosts whose links are "
                 "limited by tc (root)"),
+    "elastic": ("distrain.bench.elastic", "an elastic job through random host kills on "
+                "namespace hosts (root)"),
 }
 
 
