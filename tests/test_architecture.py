@@ -9,7 +9,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "distrain"
 CORE = ["__init__.py", "environment.py", "ops.py", "errors.py", "files.py", "failfast.py",
         "tfimport.py", "keras_compat.py", "collectives.py", "overlap.py", "engine", "backends",
-        "keras", "tensorflow"]
+        "keras", "tensorflow", "elastic"]
 ABOVE_THE_CORE = ("train", "timing", "costmodel", "bench")
 ABOVE_THE_COLLECTIVES = ("train", "timing", "costmodel", "bench", "run")
 
