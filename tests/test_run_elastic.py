@@ -200,3 +200,22 @@ def test_the_reset_limit_and_failures_that_name_no_host_bound_the_relaunches(tmp
     code, lines = _drive(_config(script), launches)
     assert code == 1 and len(launches.hosts) == UNNAMED_FAILURES
     assert "failures in a row that name no host" in lines[-1]
+
+
+def test_a_failing_discovery_script_is_waited_for_then_named(tmp_path):
+    script = tmp_path / "discover.sh"
+    script.write_text("#!/bin/sh\necho 'the scheduler does not answer' >&2\nexit 3\n")
+    script.chmod(0o755)
+    launches = Launches()
+    code, lines = _drive(_config(str(script), elastic_timeout=4), launches)
+    assert code == 124 and launches.hosts == []
+    assert lines[-1] == (f"error: fewer than 2 usable slots for 4 s (--min-np 2, "
+                         f"--elastic-timeout): {script} exited with code 3: the scheduler "
+                         f"does not answer. Hosts lost: none")
+
+
+def test_a_malformed_discovery_answer_is_bad_input(tmp_path):
+    script, _ = _listing(tmp_path, "w1 slots=2\n")
+    with pytest.raises(UsageError) as raised:
+        _drive(_config(script), Launches())
+    assert "line 1: 'w1 slots=2' is not host:slots" in str(raised.value)

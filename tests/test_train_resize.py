@@ -33,6 +33,25 @@ def test_an_epoch_cut_at_3_ranks_then_2_reads_every_sample_once():
     assert len(seen) == budget                             # 960: no remainder at 2 x 16 either
 
 
+def test_a_shared_stream_cut_at_3_ranks_then_2_reads_every_sample_once():
+    import tensorflow as tf
+    from distrain.train.data.stream import skip_records
+    records = tf.data.Dataset.range(100)          # an epoch's shared, shuffled order
+    batch = 4
+
+    def taken(size, rank, skip, steps):
+        part = skip_records(records, skip, size, rank, shared=True).batch(batch)
+        return [int(v) for b in part.take(steps) for v in b.numpy()]
+
+    before = [i for r in range(3) for i in taken(3, r, 0, 5)]      # 5 steps of 12
+    after = [i for r in range(2) for i in taken(2, r, 60, 5)]      # 5 steps of 8
+    assert sorted(before + after) == list(range(100))
+    # the same size resumed reads what the uninterrupted epoch would
+    assert taken(3, 1, 24, 3) == taken(3, 1, 0, 5)[2 * batch:]
+    own = tf.data.Dataset.range(40)                                # a rank's own files
+    assert [int(v) for v in skip_records(own, 24, 3, 0, shared=False).take(2)] == [8, 9]
+
+
 def test_the_same_size_resume_reads_what_the_uninterrupted_epoch_would():
     data = _data()
     whole = _ids(shard_batches(data, 0, 1, 8, 1, 2, steps=10))

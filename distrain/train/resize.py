@@ -6,8 +6,9 @@ have consumed, and how many it holds (its steps x global batch, as cut when it b
 rank reads the epoch's global batches from the shared shuffle, starting at ``epoch_samples``
 (:mod:`distrain.train.data`), so a run resumed on another number of ranks cuts the rest of the
 epoch into the new global batches: within an epoch no sample is skipped or read twice (but
-the last fewer-than-a-global-batch samples, dropped as at every epoch's end) (for in-memory arrays and image folders; streamed sources, whose ranks read
-their own files, skip as many of their own batches as the ranks had done).
+the last fewer-than-a-global-batch samples, dropped as at every epoch's end) wherever the
+ranks share one shuffled order (:func:`distrain.train.data.stream.skip_records`); a source
+whose ranks read their own files is exact on the same number of ranks only.
 
 The learning rate of a resized run ramps linearly, over ``--resize-warmup-steps`` steps,
 from the rate the checkpoint was taken at to the new size's rate (Horovod's linear scaling

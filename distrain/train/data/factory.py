@@ -20,7 +20,8 @@ import numpy as np
 
 from distrain.errors import UsageError
 from distrain.train.data.arrays import ArraySource, Dataset
-from distrain.train.data.stream import StreamSource, op_message, epoch_seed, window_shuffle
+from distrain.train.data.stream import (StreamSource, epoch_seed, op_message, skip_records,
+                                        window_shuffle)
 from distrain.train.user_code import call_factory
 
 __all__ = ["RankShard", "FactorySource", "open_factory"]
@@ -89,12 +90,11 @@ class FactorySource(StreamSource):
                              f"{op_message(exc)}") from None
         return count, largest
 
-    def epoch_records(self, epoch: int, seed: int):
-        """This rank's samples of one epoch, shuffled with the shared seed."""
-        shared = epoch_seed(seed, epoch)
-        if self.sharded:
-            return window_shuffle(self.dataset, shared)
-        return window_shuffle(self.dataset, shared).shard(self.size, self.rank)
+    def epoch_records(self, epoch: int, seed: int, skip: int = 0):
+        """This rank's samples of one epoch, shuffled with the shared seed, after the first
+        ``skip`` of all ranks' (:func:`~distrain.train.data.stream.skip_records`)."""
+        records = window_shuffle(self.dataset, epoch_seed(seed, epoch))
+        return skip_records(records, skip, self.size, self.rank, shared=not self.sharded)
 
 
 def open_factory(spec: str, seed: int, batch_size: int, rank: int, size: int):

@@ -136,10 +136,11 @@ class ImageFolderSource(StreamSource):
                    .prefetch(tf.data.AUTOTUNE))
         return iter(dataset)
 
-    def epoch_records(self, epoch: int, seed: int):
-        """All images of one epoch's order (used for the cost model's sample)."""
+    def epoch_records(self, epoch: int, seed: int, skip: int = 0):
+        """All images of one epoch's order after its first ``skip`` (used for the cost
+        model's sample; training reads :meth:`batches`)."""
         import tensorflow as tf
-        order = np.random.default_rng((seed, epoch)).permutation(len(self.paths))
+        order = np.random.default_rng((seed, epoch)).permutation(len(self.paths))[skip:]
         channels, image_size = self.channels, self.image_size
         return (tf.data.Dataset.from_tensor_slices((self.paths[order], self.labels[order]))
                 .map(lambda p, y: (decode_image(tf.io.read_file(p), channels, image_size), y)))

@@ -19,8 +19,8 @@ import numpy as np
 
 from distrain.errors import UsageError
 
-__all__ = ["StreamSource", "SHUFFLE_WINDOW", "epoch_seed", "window_shuffle", "decode_image",
-           "op_message"]
+__all__ = ["StreamSource", "SHUFFLE_WINDOW", "epoch_seed", "window_shuffle", "skip_records",
+           "decode_image", "op_message"]
 
 SHUFFLE_WINDOW = 2048
 
@@ -59,6 +59,27 @@ def window_shuffle(dataset, seed: int, window: int = SHUFFLE_WINDOW):
             tf.nest.map_structure(lambda t: tf.gather(t, order), block))
 
     return dataset.batch(window).enumerate().flat_map(permute)
+
+
+def skip_records(records, skip: int, size: int, rank: int, shared: bool):
+    """One rank's records after the first ``skip`` samples of an epoch.
+
+    Args:
+        records: the epoch's records in their shuffled order: all ranks' (``shared``), or
+            this rank's own.
+        skip: samples the ranks consumed together (a resume's ``epoch_samples``).
+        size: the number of ranks now.
+        rank: this rank.
+        shared: every rank sees the same records and keeps every ``size``-th.
+
+    Returns:
+        For a shared order, the rest of it cut anew over ``size`` ranks: exact at any size
+        (the samples consumed are its first ``skip``). For a rank's own records, its first
+        ``skip // size`` dropped: exact on the number of ranks that consumed them.
+    """
+    if shared:
+        return records.skip(skip).shard(size, rank)
+    return records.skip(skip // size)
 
 
 def decode_image(contents, channels: int, size: tuple[int, int]):
@@ -105,8 +126,9 @@ class StreamSource:
         """
         raise NotImplementedError
 
-    def epoch_records(self, epoch: int, seed: int):
-        """This rank's ``(x, y)`` samples of one epoch, shuffled, as a ``tf.data.Dataset``."""
+    def epoch_records(self, epoch: int, seed: int, skip: int = 0):
+        """This rank's ``(x, y)`` samples of one epoch, shuffled, as a ``tf.data.Dataset``,
+        after the first ``skip`` samples of the epoch (all ranks' together)."""
         raise NotImplementedError
 
     def summary(self) -> tuple[int, int]:
@@ -145,17 +167,14 @@ class StreamSource:
                 steps: int, start: int = 0, offset: int = 0):
         """This rank's ``(x, y)`` batches of one epoch: exactly ``steps - start`` of them.
 
-        Each rank reads its own records, so ``offset`` (samples the ranks consumed before
-        a resume) skips ``offset // (batch_size * size)`` of this rank's batches: exact on
-        the same number of ranks, approximate across a resize (docs/elastic.md).
+        ``offset``: the samples the ranks consumed before a resume (:func:`skip_records`).
 
         Returns:
             An iterator of tensor pairs.
         """
         import tensorflow as tf
-        done = offset // (batch_size * size)
-        dataset = (self.epoch_records(epoch, seed)
-                   .batch(batch_size, drop_remainder=True).skip(done).take(steps).skip(start)
+        dataset = (self.epoch_records(epoch, seed, skip=offset)
+                   .batch(batch_size, drop_remainder=True).take(steps).skip(start)
                    .prefetch(tf.data.AUTOTUNE))
         return iter(dataset)
 

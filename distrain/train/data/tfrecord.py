@@ -23,7 +23,8 @@ import glob as globbing
 import numpy as np
 
 from distrain.errors import UsageError
-from distrain.train.data.stream import StreamSource, op_message, decode_image, epoch_seed, window_shuffle
+from distrain.train.data.stream import (StreamSource, decode_image, epoch_seed, op_message,
+                                        skip_records, window_shuffle)
 
 __all__ = ["TFRecordSource", "example", "FEATURE_SPEC"]
 
@@ -152,8 +153,9 @@ class TFRecordSource(StreamSource):
             count = len(range(self.rank, count, self.size))
         return count, largest
 
-    def epoch_records(self, epoch: int, seed: int):
-        """This rank's records of one epoch, shuffled with the shared seed and parsed."""
+    def epoch_records(self, epoch: int, seed: int, skip: int = 0):
+        """This rank's records of one epoch, shuffled with the shared seed and parsed, after
+        the first ``skip`` of all ranks' (:func:`~distrain.train.data.stream.skip_records`)."""
         import tensorflow as tf
         shared = epoch_seed(seed, epoch)
         if self.by_file:
@@ -161,8 +163,9 @@ class TFRecordSource(StreamSource):
             records = (tf.data.Dataset.from_tensor_slices([self.mine[i] for i in order])
                        .interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(order)),
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
-            records = window_shuffle(records, shared)
+            records = skip_records(window_shuffle(records, shared), skip, self.size, self.rank,
+                                   shared=False)
         else:
-            records = window_shuffle(tf.data.TFRecordDataset(self.files), shared)
-            records = records.shard(self.size, self.rank)
+            records = skip_records(window_shuffle(tf.data.TFRecordDataset(self.files), shared),
+                                   skip, self.size, self.rank, shared=True)
         return records.map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
