@@ -9,8 +9,9 @@ for the cool-down and then joins again. After each kill the benchmark reads the 
 (it must always load), and waits for the relaunch to restore. At the end it asks the job to
 stop and checks that it finished and that every rank holds the same weights.
 
-Printed per kill: the host, the last step rank 0 reported, the last commit, the step the
-relaunch restored, and the work lost (steps done again); then the worst and median loss
+Printed per kill (from the program's progress file, which keeps what a killed rank 0 wrote
+where its output may be lost): the host, the last step done and the last commit before the
+relaunch, the step it restored, and the work lost (steps done again); then the worst and median loss
 against the commit interval, unreadable commits, launches and the total time. It asserts
 nothing about time.
 
@@ -34,7 +35,7 @@ import time
 
 from distrain.bench.netns import NamespaceHosts, requirements_problem
 
-__all__ = ["main", "Events"]
+__all__ = ["main", "Events", "losses"]
 
 _LINE = re.compile(r"elastic-bench (step|commit|restored) (\d+)")
 _HOSTS = re.compile(r"distrain-run: elastic: (?:\d+ -> )?\d+ ranks on (\S+?),? ")
@@ -48,7 +49,6 @@ class Events:
         self.cond = threading.Condition()
         self.step = self.commit = 0
         self.restored: list[int] = []
-        self.reached: list[int] = []     # the last step reported before each restore
         self.hosts: list[str] = []
         self.launches = 0
         self.tail: list[str] = []
@@ -65,7 +65,6 @@ class Events:
                     kind, value = found[1], int(found[2])
                     if kind == "restored":
                         self.restored.append(value)
-                        self.reached.append(self.step)
                         self.step = value
                     else:
                         setattr(self, kind, value)
@@ -92,6 +91,25 @@ class Events:
         self._thread.join(timeout)
 
 
+def losses(progress: str, killed_at: float) -> dict:
+    """What a kill at ``killed_at`` cost, from the program's progress file (which keeps what
+    a killed rank 0 wrote, where its output may be lost): the last step and commit before the
+    first restore after the kill, that restore, and the steps done again."""
+    entries = []
+    with open(progress) as stream:
+        for line in stream:
+            when, kind, step = line.split()
+            entries.append((float(when), kind, int(step)))
+    restore = next((e for e in entries if e[1] == "restored" and e[0] > killed_at), None)
+    if restore is None:
+        raise RuntimeError(f"no restore after the kill at {killed_at:.3f}")
+    before = [e for e in entries if e[0] < restore[0]]
+    step = max((e[2] for e in before if e[1] == "step"), default=0)
+    commit = max((e[2] for e in before if e[1] == "commit"), default=0)
+    return {"step": step, "commit": commit, "restored": restore[2],
+            "lost": step - restore[2]}
+
+
 def _readable(path: str) -> bool:
     import numpy as np
     try:
@@ -108,11 +126,13 @@ def _run(args, hosts: NamespaceHosts, work: str) -> dict:
     with open(listing, "w") as stream:
         stream.write("".join(f"{address}:1\n" for address in hosts.addresses))
     state, stop = os.path.join(work, "state"), os.path.join(work, "stop")
+    progress = os.path.join(work, "progress.log")
     argv = ["distrain-run", "--min-np", str(args.min_np), "--max-np", str(args.hosts),
             "--host-discovery-script", f"cat {listing}", "--blacklist-cooldown",
             str(args.cooldown), "--elastic-timeout", "300", *hosts.mpi_flags(),
             sys.executable, "-m", "distrain.bench.elastic_program", "--commit-every",
-            str(args.commit_every), "--pause", str(args.pause), "--stop-file", stop]
+            str(args.commit_every), "--pause", str(args.pause), "--stop-file", stop,
+            "--progress", progress]
     child = dict(os.environ, DISTRAIN_ELASTIC_DIR=state, OMP_NUM_THREADS="1",
                  TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
                  TF_CPP_MIN_LOG_LEVEL="3")
@@ -133,24 +153,15 @@ def _run(args, hosts: NamespaceHosts, work: str) -> dict:
                 with events.cond:     # no relaunch (a resize) meanwhile, and steps went on
                     if events.step > before + 1 and events.launches == launches:
                         victim = chance.choice(events.hosts)
-                        at_step, committed = events.step, events.commit
                         seen = len(events.restored)
                         break
+            killed_at = time.time()
             hosts.kill_host(hosts.addresses.index(victim))
             path = os.path.join(state, "state.npz")
             if os.path.exists(path) and not _readable(path):
                 unreadable += 1
             events.wait(lambda: len(events.restored) > seen, 300, "restore after the kill")
-            # the killed launch's last step: its lines still in flight at the kill included
-            restored, at_step = events.restored[seen], events.reached[seen]
-            committed = max(committed, events.commit if events.commit <= restored else 0)
-            kills.append({"kill": number, "host": victim, "step": at_step,
-                          "commit": committed, "restored": restored,
-                          "lost": at_step - restored})
-            if not args.json:
-                print(f"  kill {number:2d}: host {victim:15s} at step {at_step:5d}, last "
-                      f"commit {committed:5d}, restored {restored:5d}, lost "
-                      f"{at_step - restored:3d} steps", flush=True)
+            kills.append({"kill": number, "host": victim, "time": killed_at})
         events.wait(lambda: events.step > events.restored[-1], 300, "training step")
         open(stop, "w").close()
         code = proc.wait(timeout=300)
@@ -159,6 +170,7 @@ def _run(args, hosts: NamespaceHosts, work: str) -> dict:
             proc.kill()
             proc.wait()
     events.join(10)
+    kills = [dict(kill, **losses(progress, kill["time"])) for kill in kills]
     digests = {row["digest"] for row in events.rows}
     final = os.path.join(state, "state.npz")
     return {"kills": kills, "exit_code": code, "finished": code == 0 and len(digests) == 1
@@ -210,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result), flush=True)
     else:
+        for kill in result["kills"]:
+            print(f"  kill {kill['kill']:2d}: host {kill['host']:15s} last step "
+                  f"{kill['step']:5d}, last commit {kill['commit']:5d}, restored "
+                  f"{kill['restored']:5d}, lost {kill['lost']:3d} steps")
         print(f"  job finished: {'yes' if result['finished'] else 'NO'} (exit "
               f"{result['exit_code']}, {result['ranks_at_end']} ranks at the end, one set of "
               f"weights); {result['launches']} launches in {result['seconds']:.0f} s")

@@ -3,7 +3,8 @@
 A small Keras MLP trained with ``hvd.elastic.run`` and ``TensorFlowKerasState``; each step
 also sleeps ``--pause`` seconds so a run lasts. Rank 0 prints ``elastic-bench`` lines the
 benchmark reads: ``restored STEP`` after a relaunch, ``step STEP`` after every step, ``commit
-STEP`` after every commit. The run ends at the first commit after ``--stop-file`` exists
+STEP`` after every commit; with ``--progress FILE`` it also appends them, with the time, to
+FILE, which keeps what a killed process wrote (its output may be lost with it). The run ends at the first commit after ``--stop-file`` exists
 (every rank agrees through one allreduce), or after ``--steps`` steps.
 
 Usage (under an elastic distrain-run)::
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pause", type=float, default=0.03)
     p.add_argument("--steps", type=int, default=10 ** 6)
     p.add_argument("--stop-file", default=None)
+    p.add_argument("--progress", default=None)
     args = p.parse_args(argv)
 
     import keras
@@ -42,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
 
     hvd.init()
     keras.utils.set_random_seed(0)
+    log = os.open(args.progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) \
+        if args.progress and hvd.rank() == 0 else None
+
+    def say(kind: str, step: int) -> None:
+        if hvd.rank() != 0:
+            return
+        print(f"{TAG} {kind} {step}", flush=True)
+        if log is not None:
+            os.write(log, f"{time.time():.6f} {kind} {step}\n".encode())
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
                               keras.layers.Dense(1)])
     optimizer = keras.optimizers.SGD(0.01 * hvd.size())
@@ -50,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def rescale():
         optimizer.learning_rate.assign(0.01 * hvd.size())
-        if hvd.rank() == 0:
-            print(f"{TAG} restored {state.step}", flush=True)
+        say("restored", state.step)
 
     state.register_reset_callbacks([rescale])
 
@@ -76,12 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             train_step(x, x.sum(axis=1, keepdims=True))
             time.sleep(args.pause)
             state.step += 1
-            if hvd.rank() == 0:
-                print(f"{TAG} step {state.step}", flush=True)
+            say("step", state.step)
             if state.step % args.commit_every == 0:
                 state.save()                     # state.commit(), with the line between
-                if hvd.rank() == 0:
-                    print(f"{TAG} commit {state.step}", flush=True)
+                say("commit", state.step)
                 state.check_host_updates()
                 if stop_now():
                     return
