@@ -247,17 +247,52 @@ class _Stopper:
             kill_session(proc.pid)
 
 
+class _Grower:
+    """Passes an elastic driver's wish to grow on to the ranks: SIGUSR1 to mpirun, once, when
+    every rank takes resize requests; says once if they do not.
+
+    Args:
+        job: the job's size.
+        console: where the lines go.
+        grow: the driver's ``grow()``: a line naming the hosts added, or None.
+    """
+
+    def __init__(self, job: Job, console: Console, grow):
+        self.job, self.console, self.grow = job, console, grow
+        self.asked = False
+        self._told_unable = False
+
+    def check(self, now: float, start: float, output: _Output, proc: subprocess.Popen) -> None:
+        """Asks the ranks to grow if the driver wants it and they can."""
+        if self.asked or proc.poll() is not None:
+            return
+        wish = self.grow()
+        if not wish:
+            return
+        ranks = [output.ranks.get(r) for r in range(self.job.np)]
+        if all(state is not None and state.elastic for state in ranks):
+            self.console.plain("stderr", f"distrain-run: {wish}; the job grows at its next "
+                                         f"checkpoint")
+            proc.send_signal(signal.SIGUSR1)
+            self.asked = True
+        elif (not self._told_unable and len(output.started) == self.job.np
+              and now - start > UNABLE_AFTER):
+            self.console.plain("stderr", f"distrain-run: {wish}, but the program takes no "
+                                         f"resize requests (docs/elastic.md): it carries on at "
+                                         f"{self.job.np} ranks")
+            self._told_unable = True
+
+
 class _Watch:
     """Runs mpirun and its select loop: bytes go to :class:`_Output`, time and signals to
     :class:`_Stopper`, and the end to :func:`~distrain.run.outcome.describe`."""
 
     def __init__(self, job: Job, console: Console, files: RankFiles | None, grow=None):
-        self.job, self.console, self.grow = job, console, grow
+        self.job, self.console = job, console
         self.stopper = _Stopper(job, time.monotonic())
         self.output = _Output(job, console, files, self.stopper.rank_failed)
+        self.grower = _Grower(job, console, grow) if grow is not None else None
         self.proc: subprocess.Popen | None = None
-        self.resize_asked = False
-        self.told_unable = False
 
     def run(self) -> Outcome:
         wake_r, wake_w = os.pipe()
@@ -287,28 +322,8 @@ class _Watch:
         outcome = describe(self.job, stopper.kind, self.proc.returncode, output.ranks,
                            output.started, stopper.failed, stopper.lost, stopper.signals,
                            list(output.mpirun_tail), output.mpirun_first)
-        return dataclasses.replace(outcome, resize_asked=self.resize_asked)
-
-    def _ask_to_grow(self, now: float) -> None:
-        """Passes the elastic driver's wish to grow on to the ranks (SIGUSR1 to mpirun), once,
-        when every rank takes resize requests; says once if they do not."""
-        if self.resize_asked or self.stopper.kind is not None or self.proc.poll() is not None:
-            return
-        wish = self.grow()
-        if not wish:
-            return
-        ranks = [self.output.ranks.get(r) for r in range(self.job.np)]
-        if all(state is not None and state.elastic for state in ranks):
-            self.console.plain("stderr", f"distrain-run: {wish}; the job grows at its next "
-                                         f"checkpoint")
-            self.proc.send_signal(signal.SIGUSR1)
-            self.resize_asked = True
-        elif (not self.told_unable and len(self.output.started) == self.job.np
-              and now - self.stopper.start > UNABLE_AFTER):
-            self.console.plain("stderr", f"distrain-run: {wish}, but the program takes no "
-                                         f"resize requests (docs/elastic.md): it carries on at "
-                                         f"{self.job.np} ranks")
-            self.told_unable = True
+        asked = self.grower is not None and self.grower.asked
+        return dataclasses.replace(outcome, resize_asked=asked)
 
     def _catch_signals(self, wake_w: int):
         def on_signal(signum, frame):
@@ -355,8 +370,8 @@ class _Watch:
                 self.output.feed(key.data, data)
             now = time.monotonic()
             self.stopper.check(now, self.output, self.proc)
-            if self.grow is not None:
-                self._ask_to_grow(now)
+            if self.grower is not None and self.stopper.kind is None:
+                self.grower.check(now, self.stopper.start, self.output, self.proc)
             if self.proc.poll() is not None:
                 ended = ended or now
                 if streams == 0 or now - ended > 1.0:
