@@ -119,7 +119,7 @@ class Elastic:
 @pytest.mark.mpi
 @pytest.mark.timeout(200)
 def test_a_horovod_elastic_program_grows_from_one_rank_to_two(tmp_path):
-    job = Elastic(tmp_path, 1, "20", "3")
+    job = Elastic(tmp_path, 1, "20", "8")     # 160 batches: long enough to be grown
     deadline = time.monotonic() + 90
     while not (job.state / "state.npz").exists():
         assert job.proc.poll() is None and time.monotonic() < deadline, job.out.read_text()
@@ -133,7 +133,7 @@ def test_a_horovod_elastic_program_grows_from_one_rank_to_two(tmp_path):
     rows = json_rows(out)
     assert [r["rank"] for r in sorted(rows, key=lambda r: r["rank"])] == [0, 1]
     assert {r["digest"] for r in rows} == {rows[0]["digest"]}
-    assert all(r["size"] == 2 and r["epoch"] == 2 and r["resets"] == [2] and
+    assert all(r["size"] == 2 and r["epoch"] == 7 and r["resets"] == [2] and
                r["lr"] == pytest.approx(0.02) for r in rows)
 
 
@@ -149,3 +149,22 @@ def test_a_crash_resumes_the_elastic_program_from_its_last_commit(tmp_path):
     assert commits[:2] == ["0 5", "0 10"] and commits[2] == "0 15"   # from batch 10 again
     rows = json_rows(out)
     assert len(rows) == 2 and all(r["epoch"] == 1 and r["resets"] == [2] for r in rows)
+
+
+def test_a_resize_request_cannot_kill_a_rank_that_is_exiting(tmp_path):
+    # Python restores SIGUSR1's default action (ending the process) as it exits; a request
+    # distrain-run sends to a rank that has just finished must find it ignored by then.
+    program = (
+        "import atexit, os, signal\n"
+        "atexit.register(lambda: print('at exit', signal.getsignal(signal.SIGUSR1) is "
+        "signal.SIG_IGN, flush=True))\n"            # runs after distrain's own (LIFO)
+        "from distrain.elastic import requests\n"
+        "assert requests.listen()\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "import time; time.sleep(0.1)\n"
+        "print('requested', requests.requested(), flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env=rank_env(1, DISTRAIN_ELASTIC="1"))
+    assert done.returncode == 0, done.stderr
+    lines = [l for l in done.stdout.split("\n") if l and not l.startswith("\x1edistrain")]
+    assert lines == ["requested True", "at exit True"]

@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import atexit
 import signal
 import sys
 import threading
@@ -49,6 +50,10 @@ def listen() -> bool:
             signal.signal(signal.SIGUSR1, _on_request)
         except ValueError:
             return False
+        # Python puts its signals back to their default action as it exits, and SIGUSR1's
+        # ends a process: a request that arrives then must not turn a finished rank into a
+        # killed one.
+        atexit.register(signal.signal, signal.SIGUSR1, signal.SIG_IGN)
         _state["listening"] = True
     from distrain.run.rank import RECORD
     sys.stdout.write(f"{RECORD}elastic listening=1\n")
