@@ -119,7 +119,7 @@ def test_a_killed_host_leaves_the_job_at_two_ranks_as_if_resumed_there(hosts, tm
 
 @pytest.mark.timeout(300)
 def test_a_host_listed_while_the_job_runs_grows_it_at_a_checkpoint(hosts, tmp_path):
-    job = Job(hosts, tmp_path, [0, 1], "--min-np", "2", "--max-np", "3")
+    job = Job(hosts, tmp_path, [0, 1], "--min-np", "2", "--max-np", "3", epochs=6)
     job.wait_for_checkpoint(5)
     job.list(hosts, [0, 1, 2])
     assert job.finish() == 0, job.text()
@@ -135,7 +135,7 @@ def test_a_host_listed_while_the_job_runs_grows_it_at_a_checkpoint(hosts, tmp_pa
                      out)
     assert "left out" not in out
     meta, _, _ = checkpoint.load(str(job.ckpt))
-    assert meta["size"] == 3 and meta["epoch"] == 3
+    assert meta["size"] == 3 and meta["epoch"] == 6
 
 
 @pytest.mark.timeout(200)

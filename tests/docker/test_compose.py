@@ -207,17 +207,18 @@ def test_a_relaunch_after_the_worker_returns_resumes_from_the_checkpoint(project
     assert resumed >= 20 and resumed in saved, out[-3000:]
 
 
-TRAIN_ELASTIC = ["python", "-m", "distrain.train", "--model", "resnet", "--epochs", "4",
-                 "--steps-per-epoch", "30", "--no-cost-model", "--checkpoint-dir", "/out/ck",
-                 "--checkpoint-every", "10"]
+TRAIN_ELASTIC = ["python", "-m", "distrain.train", "--model", "resnet", "--steps-per-epoch",
+                 "30", "--no-cost-model", "--checkpoint-dir", "/out/ck", "--checkpoint-every",
+                 "10"]
 
 
-def _start_elastic_job(project, workers: int, *flags):
+def _start_elastic_job(project, workers: int, *flags, epochs: int = 4):
     project.compose("up", "-d", "--scale", f"worker={workers}", "worker", check=True,
                     timeout=120)
     proc = subprocess.Popen(project.compose_argv(
         "run", "--rm", "-T", "launcher", "distrain-run", "--min-np", "2", "--max-np", "3",
-        "--start-timeout", "90", *flags, *TRAIN_ELASTIC), env=project.env,
+        "--start-timeout", "90", *flags, *TRAIN_ELASTIC, "--epochs", str(epochs)),
+        env=project.env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     reader = Reader(proc)
     reader.wait_for("checkpoint saved at step 10", timeout=180)
@@ -244,7 +245,7 @@ def test_an_elastic_job_carries_on_at_two_ranks_when_a_worker_is_killed(project)
 
 @pytest.mark.timeout(500)
 def test_an_elastic_job_grows_when_a_worker_is_added(project):
-    reader = _start_elastic_job(project, 2)
+    reader = _start_elastic_job(project, 2, epochs=8)     # long enough to be grown
     project.compose("up", "-d", "--scale", "worker=3", "--no-recreate", "worker", check=True,
                     timeout=120)
     code = reader.finish(timeout=400)
