@@ -310,6 +310,7 @@ def float_setting(name: str, default: float, env: Mapping[str, str] | None = Non
 # distrain-run forwards the whole environment to every rank (``-x NAME`` per variable), except
 # what each host's MPI launcher sets for itself and the shell's own per-process state.
 PATH = "PATH"                                     # where mpirun and the program are looked up
+TMPDIR = "TMPDIR"                                 # where Open MPI keeps its session directories
 MPIRUN = "DISTRAIN_MPIRUN"                        # the mpirun/mpiexec distrain-run drives
 HOST_DISCOVERY_SCRIPT = "DISTRAIN_HOST_DISCOVERY_SCRIPT"  # --host-discovery-script's default
 NOT_FORWARDED_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "OPAL_", "HYDRA_", "PMI_", "MPI_LOCAL",

@@ -81,3 +81,12 @@ def pytest_report_header(config):
         return ("tests/horovod not collected: horovodrun/horovod.tensorflow are not installed "
                 "here (.ci/run runs them in its TensorFlow 2.15 + Horovod environment)")
     return "tests/horovod collected: Horovod is installed"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stale_mpi_sessions():
+    """Session directories of Open MPI launchers killed by an earlier run on this machine
+    would fail a launcher that gets the same pid (distrain.run.leftovers): swept first."""
+    from distrain.run.leftovers import sweep
+    sweep()
+    yield

@@ -34,6 +34,7 @@ import subprocess
 import time
 
 from distrain.errors import UsageError
+from distrain.run.leftovers import sweep
 from distrain.run.outcome import TIMEOUT_EXIT_CODE, Outcome, describe
 from distrain.run.output import Console, RankFiles
 from distrain.run.rank import die_with_parent, exit_watch, parse_record
@@ -398,4 +399,8 @@ def supervise(job: Job, console: Console, files: RankFiles | None = None,
     Raises:
         UsageError: mpirun cannot be started at all.
     """
-    return _Watch(job, console, files, grow).run()
+    sweep()         # a killed launcher's session files would fail the next one of its pid
+    try:
+        return _Watch(job, console, files, grow).run()
+    finally:
+        sweep()
