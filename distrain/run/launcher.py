@@ -133,6 +133,15 @@ def discovered(config: LaunchConfig, console: Console) -> LaunchConfig:
     return dataclasses.replace(config, np=np_, hosts=hosts, host_discovery_script=None)
 
 
+def _run(the_job: Job, the_plan: Plan, config: LaunchConfig, console: Console, files,
+         grow=None):
+    """Supervises one launch, printing its mpirun command first with ``--verbose``."""
+    if config.verbose:
+        console.plain("stderr", f"distrain-run: {the_plan.vendor.label} at "
+                                f"{the_plan.mpirun}: {shlex.join(the_job.argv)}")
+    return supervise(the_job, console, files, grow)
+
+
 def _launch_elastic(config: LaunchConfig, environ, console: Console, files) -> int:
     """Runs an elastic job (:func:`distrain.run.elastic.run_elastic`): each launch on the
     hosts the driver picks, its ranks told that they may be asked to resize."""
@@ -142,11 +151,8 @@ def _launch_elastic(config: LaunchConfig, environ, console: Console, files) -> i
         attempt = dataclasses.replace(config, np=sum(h.slots for h in hosts), hosts=hosts,
                                       **fixed)
         the_plan = plan(attempt, environ)
-        the_job = job(attempt, the_plan, environ, restart, elastic=True)
-        if config.verbose:
-            console.plain("stderr", f"distrain-run: {the_plan.vendor.label} at "
-                                    f"{the_plan.mpirun}: {shlex.join(the_job.argv)}")
-        return supervise(the_job, console, files, grow)
+        return _run(job(attempt, the_plan, environ, restart, elastic=True), the_plan, config,
+                    console, files, grow)
 
     return run_elastic(config, start, lambda line: console.plain("stderr",
                                                                  f"distrain-run: {line}"))
@@ -171,13 +177,9 @@ def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
     console = Console(out or sys.stdout, err or sys.stderr)
     the_plan = plan(config, environ)   # bad input is found before anything starts
     files = RankFiles(config.output_filename) if config.output_filename else None
-    if config.elastic:
-        try:
-            return _launch_elastic(config, environ, console, files)
-        finally:
-            if files is not None:
-                files.close()
     try:
+        if config.elastic:
+            return _launch_elastic(config, environ, console, files)
         for attempt in range(config.max_restarts + 1):
             attempt_config = config
             if config.host_discovery_script is not None:
@@ -192,11 +194,8 @@ def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
             if attempt == 0 or config.host_discovery_script is not None:
                 for warning in the_plan.warnings:
                     console.plain("stderr", f"distrain-run: warning: {warning}")
-            the_job = job(attempt_config, the_plan, environ, attempt)
-            if config.verbose:
-                console.plain("stderr", f"distrain-run: {the_plan.vendor.label} at "
-                                        f"{the_plan.mpirun}: {shlex.join(the_job.argv)}")
-            outcome = supervise(the_job, console, files)
+            outcome = _run(job(attempt_config, the_plan, environ, attempt), the_plan, config,
+                           console, files)
             if outcome.kind in ("ok", "interrupted"):
                 if outcome.message:
                     console.plain("stderr", f"distrain-run: {outcome.message}")

@@ -34,6 +34,7 @@ import subprocess
 import time
 
 from distrain.errors import UsageError
+from distrain.run.grow import GrowRequest
 from distrain.run.leftovers import sweep
 from distrain.run.outcome import TIMEOUT_EXIT_CODE, Outcome, describe
 from distrain.run.output import Console, RankFiles
@@ -46,7 +47,6 @@ STOP_GRACE = 2.0
 KILL_GRACE = 4.0
 STDERR_LINES = 8
 MPIRUN_LINES_KEPT = 100
-UNABLE_AFTER = 60.0     # seconds after which ranks that took no resize request never will
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,42 +248,6 @@ class _Stopper:
             kill_session(proc.pid)
 
 
-class _Grower:
-    """Passes an elastic driver's wish to grow on to the ranks: SIGUSR1 to mpirun, once, when
-    every rank takes resize requests; says once if they do not.
-
-    Args:
-        job: the job's size.
-        console: where the lines go.
-        grow: the driver's ``grow()``: a line naming the hosts added, or None.
-    """
-
-    def __init__(self, job: Job, console: Console, grow):
-        self.job, self.console, self.grow = job, console, grow
-        self.asked = False
-        self._told_unable = False
-
-    def check(self, now: float, start: float, output: _Output, proc: subprocess.Popen) -> None:
-        """Asks the ranks to grow if the driver wants it and they can."""
-        if self.asked or proc.poll() is not None:
-            return
-        wish = self.grow()
-        if not wish:
-            return
-        ranks = [output.ranks.get(r) for r in range(self.job.np)]
-        if all(state is not None and state.elastic for state in ranks):
-            self.console.plain("stderr", f"distrain-run: {wish}; the job grows at its next "
-                                         f"checkpoint")
-            proc.send_signal(signal.SIGUSR1)
-            self.asked = True
-        elif (not self._told_unable and len(output.started) == self.job.np
-              and now - start > UNABLE_AFTER):
-            self.console.plain("stderr", f"distrain-run: {wish}, but the program takes no "
-                                         f"resize requests (docs/elastic.md): it carries on at "
-                                         f"{self.job.np} ranks")
-            self._told_unable = True
-
-
 class _Watch:
     """Runs mpirun and its select loop: bytes go to :class:`_Output`, time and signals to
     :class:`_Stopper`, and the end to :func:`~distrain.run.outcome.describe`."""
@@ -292,7 +256,7 @@ class _Watch:
         self.job, self.console = job, console
         self.stopper = _Stopper(job, time.monotonic())
         self.output = _Output(job, console, files, self.stopper.rank_failed)
-        self.grower = _Grower(job, console, grow) if grow is not None else None
+        self.grower = GrowRequest(job.np, console, grow) if grow is not None else None
         self.proc: subprocess.Popen | None = None
 
     def run(self) -> Outcome:
@@ -372,7 +336,11 @@ class _Watch:
             now = time.monotonic()
             self.stopper.check(now, self.output, self.proc)
             if self.grower is not None and self.stopper.kind is None:
-                self.grower.check(now, self.stopper.start, self.output, self.proc)
+                ranks = [self.output.ranks.get(r) for r in range(self.job.np)]
+                self.grower.check(now - self.stopper.start, self.proc,
+                                  every_rank_listens=all(r is not None and r.elastic
+                                                         for r in ranks),
+                                  every_rank_started=len(self.output.started) == self.job.np)
             if self.proc.poll() is not None:
                 ended = ended or now
                 if streams == 0 or now - ended > 1.0:
