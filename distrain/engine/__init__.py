@@ -5,6 +5,8 @@
 - :mod:`distrain.engine.fused`: :class:`~distrain.engine.fused.FusedEngine`, which packs,
   reduces or broadcasts in chunks, unpacks and scales over a ``Transport``;
 - :mod:`distrain.engine.buffers`: aligned host buffers and the wire dtypes;
+- :mod:`distrain.engine.halfprec`: float16 conversions and sums at memory speed (through
+  TensorFlow's kernels when the caller has loaded it) for fp16 compression;
 - :mod:`distrain.engine.tensors`: the numpy ⇄ TensorFlow bridge (no copies where none is
   needed; one graph op per collective inside ``tf.function``).
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import distrain as hvd
 from distrain.engine.buffers import bfloat16
+from distrain.engine.halfprec import FAST_MIN_ELEMENTS
 
 hvd.init()
 RANK, SIZE = hvd.rank(), hvd.size()
@@ -92,6 +93,18 @@ def test_compression_rounds_like_the_wire_type():
     want = sum(np.float32(np.float16(1.0 + 2.0 ** -12 + r * 2.0 ** -20)) for r in range(SIZE))
     np.testing.assert_allclose(result, want, rtol=2e-3)
     assert result.dtype == np.float32
+
+
+@pytest.mark.parametrize("op", [hvd.Average, hvd.Sum], ids=lambda o: o.name)
+def test_fp16_buckets_long_enough_for_tensorflows_conversions(op):
+    shape = (3 * FAST_MIN_ELEMENTS + 5,)  # packed, converted and summed by TensorFlow
+    want = expected(shape, "float32", op)
+    compressed = hvd.allreduce(tf.constant(value_of(RANK, shape, "float32")), op=op,
+                               compression=hvd.Compression.fp16)
+    check(compressed.numpy(), want, "float32", shape)
+    halves = hvd.grouped_allreduce([value_of(RANK, shape, "float16"), np.ones(3, np.float16)],
+                                   op=op)
+    check(halves[0], expected(shape, "float16", op), "float16", shape)
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (0, 4), (1,), (1 << 19,)],
