@@ -5,9 +5,11 @@ result) only when it is aligned to 64 bytes; numpy's own allocations are aligned
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["ALIGNMENT", "aligned_empty", "is_aligned", "bfloat16", "wire_dtype_for",
+__all__ = ["ALIGNMENT", "aligned_empty", "aligned_like", "is_aligned", "bfloat16", "wire_dtype_for",
            "FLOAT_DTYPES"]
 
 ALIGNMENT = 64
@@ -32,11 +34,32 @@ def aligned_empty(shape, dtype) -> np.ndarray:
         A writable array that TensorFlow can adopt without a copy.
     """
     dtype = np.dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64))
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    count = math.prod(int(d) for d in shape)
     nbytes = count * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, np.uint8)
     start = (-raw.ctypes.data) % ALIGNMENT
     return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_like(arrays) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Uninitialised arrays shaped as ``arrays``, each on a 64-byte boundary, carved from one
+    allocation (one ``aligned_empty`` per tensor cost a 47-tensor allreduce 0.45 ms).
+
+    Args:
+        arrays: arrays (or anything with ``shape``, ``dtype`` and ``nbytes``).
+
+    Returns:
+        ``(block, views)``: the uint8 allocation, and one writable array per input in it,
+        none overlapping another.
+    """
+    offsets, cursor = [], 0
+    for a in arrays:
+        offsets.append(cursor)
+        cursor += -(-a.nbytes // ALIGNMENT) * ALIGNMENT
+    block = aligned_empty((cursor,), np.uint8)
+    return block, [block[o:o + a.nbytes].view(a.dtype).reshape(a.shape)
+                   for a, o in zip(arrays, offsets)]
 
 
 def is_aligned(array: np.ndarray) -> bool:

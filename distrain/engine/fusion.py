@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
@@ -84,7 +85,7 @@ def plan_fusion(shapes: Sequence[Sequence[int]], dtypes: Sequence, threshold: in
 
     for index, (shape, dtype) in enumerate(zip(shapes, dtypes)):
         dtype = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(int(d) for d in shape)
         if count == 0:
             continue
         sent_as = wire_dtype_for(dtype, wire_dtype)
