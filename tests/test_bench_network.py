@@ -28,9 +28,10 @@ def test_bus_bandwidth_is_the_rings_share_of_the_bytes_per_second():
     assert network.bus_bandwidth(1e6, 1, 0.008) == 0.0
 
 
-def test_bad_flags_exit_2(capsys):
+@pytest.mark.parametrize("flags", [["--compression", "fp8"], ["--rounds", "0"]])
+def test_bad_flags_exit_2(flags):
     with pytest.raises(SystemExit) as raised:
-        network.main(["--compression", "fp8"])
+        network.main(flags)
     assert raised.value.code == 2
 
 
@@ -41,7 +42,7 @@ def test_a_short_run_prints_a_row_per_compression_without_and_with_overlap(capsy
     if problem:
         pytest.skip(problem)
     code = network.main(["--model", "mlp", "--steps", "3", "--warmup", "1", "--rate",
-                         "100mbit", "--compression", "none,fp16", "--json"])
+                         "100mbit", "--compression", "none,fp16", "--rounds", "1", "--json"])
     out = capsys.readouterr().out
     assert code == 0, out
     result = json.loads(out.strip().splitlines()[-1])
@@ -49,6 +50,35 @@ def test_a_short_run_prints_a_row_per_compression_without_and_with_overlap(capsy
     assert [(row["compression"], row["overlap"]) for row in result["runs"]] == [
         ("none", False), ("none", True), ("fp16", False), ("fp16", True)]
     for row in result["runs"]:
-        assert row["ranks"] == 2 and row["gradient_bytes"] > 0
+        assert row["ranks"] == 2 and row["gradient_bytes"] > 0 and row["round"] == 1
         assert set(row["rank0_phase_ms"]) == {"data", "compute", "allreduce", "apply"}
         assert row["allreduce_gbit_s"] > 0
+    assert len(result["settings"]) == 4 and set(result["overlap_ratio"]) == {"none", "fp16"}
+    assert len(result["allreduce_speedup"]["fp16"]["runs"]) == 1
+
+
+def _row(compression, overlap, number, compute, allreduce, step):
+    return {"compression": compression, "overlap": overlap, "round": number,
+            "step_ms": step, "allreduce_gbit_s": 0.5,
+            "rank0_phase_ms": {"data": 0.0, "compute": compute, "allreduce": allreduce,
+                               "apply": 1.0}}
+
+
+def test_the_summary_pairs_each_rounds_runs():
+    rows = [_row("none", False, 1, 40.0, 10.0, 52.0), _row("none", False, 2, 50.0, 8.0, 60.0),
+            _row("none", False, 3, 44.0, 9.0, 55.0),
+            _row("none", True, 1, 40.0, 2.0, 44.0), _row("none", True, 2, 50.0, 1.0, 75.0),
+            _row("none", True, 3, 44.0, 3.0, 48.4),
+            _row("fp16", False, 1, 40.0, 5.0, 47.0), _row("fp16", False, 2, 50.0, 2.0, 53.0),
+            _row("fp16", False, 3, 44.0, 4.5, 50.0),
+            _row("fp16", True, 1, 40.0, 1.0, 42.0), _row("fp16", True, 2, 50.0, 1.0, 52.0),
+            _row("fp16", True, 3, 44.0, 1.0, 46.0)]
+    summary = network._summary(rows, ["none", "fp16"])
+    # round by round: the overlapped step over that round's max(compute, allreduce alone)
+    assert summary["overlap_ratio"]["none"] == {"median": 1.1, "min": 1.1, "max": 1.5,
+                                                "runs": [1.1, 1.5, 1.1]}
+    assert summary["allreduce_speedup"]["fp16"]["runs"] == [2.0, 4.0, 2.0]
+    none_alone = summary["settings"][0]
+    assert (none_alone["compression"], none_alone["overlap"]) == ("none", False)
+    assert none_alone["step_ms"]["median"] == 55.0 and none_alone["phase_ms"]["compute"] == 44.0
+    assert (none_alone["step_ms"]["min"], none_alone["step_ms"]["max"]) == (52.0, 60.0)

@@ -3,10 +3,13 @@
 As root, makes ``--hosts`` network namespaces joined by links limited to ``--rate`` (``tc``
 tbf, both directions; :mod:`distrain.bench.netns`), runs ``python -m distrain.bench train``
 there with one rank per host over TCP for each ``--compression``, without and with overlap
-of the allreduce with backward, and prints the median
-phases of rank 0 (data, compute, allreduce, apply), the step of the slowest rank, and the
-allreduce's achieved bus bandwidth (the ring's ``2 (n-1)/n`` of the gradient bytes per
-second) beside the link's rate. Nothing here is timed by a test.
+of the allreduce with backward, ``--rounds`` times interleaved (a busy spell of the shared
+host then falls on different settings), and prints per setting the medians over rounds of
+rank 0's phases (data, compute, allreduce, apply), of the slowest rank's step (with its
+range), and of the allreduce's achieved bus bandwidth (the ring's ``2 (n-1)/n`` of the
+gradient bytes per second); then, round by round, the step with overlap over
+max(compute, allreduce alone) and each compression's speed-up of the allreduce alone.
+Nothing here is timed by a test.
 
 Usage::
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -70,6 +74,43 @@ def _train(hosts: NamespaceHosts, args, compression: str, overlap: bool, threads
     raise RuntimeError(f"the {compression} run printed no figures:\n{done.stdout[-2000:]}")
 
 
+def _summary(rows: list[dict], compressions: list[str]) -> dict:
+    """Per setting the medians over rounds; per round the overlap ratio and compression's
+    speed-up of the allreduce, with their medians and ranges."""
+    def runs(compression, overlap):
+        return [r for r in rows if r["compression"] == compression and r["overlap"] == overlap]
+
+    def spread(values):
+        return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+                "max": round(max(values), 3), "runs": [round(v, 3) for v in values]}
+
+    settings = []
+    for compression in compressions:
+        for overlap in (False, True):
+            chosen = runs(compression, overlap)
+            settings.append({
+                "compression": compression, "overlap": overlap,
+                "phase_ms": {k: round(statistics.median(r["rank0_phase_ms"][k] for r in chosen),
+                                      3) for k in chosen[0]["rank0_phase_ms"]},
+                "step_ms": spread([r["step_ms"] for r in chosen]),
+                "allreduce_gbit_s": round(statistics.median(
+                    r["allreduce_gbit_s"] for r in chosen), 3)})
+    ratios = {}
+    for compression in compressions:
+        pairs = zip(runs(compression, False), runs(compression, True))
+        ratios[compression] = spread([over["step_ms"] / max(
+            alone["rank0_phase_ms"]["compute"], alone["rank0_phase_ms"]["allreduce"])
+            for alone, over in pairs])
+    speedups = {}
+    if "none" in compressions:
+        for compression in (c for c in compressions if c != "none"):
+            pairs = zip(runs("none", False), runs(compression, False))
+            speedups[compression] = spread([none["rank0_phase_ms"]["allreduce"]
+                                            / narrow["rank0_phase_ms"]["allreduce"]
+                                            for none, narrow in pairs])
+    return {"settings": settings, "overlap_ratio": ratios, "allreduce_speedup": speedups}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark and prints its figures.
 
@@ -87,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (default 3)")
     p.add_argument("--compression", default="none,fp16,bf16",
                    help="comma-separated, each its own run (default none,fp16,bf16)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="times every setting runs, interleaved (default 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="TensorFlow threads per rank (default: cores / hosts)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per run (default 900)")
@@ -99,47 +142,64 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     if args.hosts < 2 or any(c not in COMPRESSIONS for c in compressions) or not compressions:
         p.error(f"--hosts must be at least 2 and --compression from {', '.join(COMPRESSIONS)}")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     problem = requirements_problem()
     if problem:
         print(f"distrain.bench network: {problem}", file=sys.stderr)
         return 2
     threads = args.threads or threads_per_rank(args.hosts)
+    plan = [(c, o) for c in compressions for o in (False, True)]
     rows = []
     with NamespaceHosts(args.hosts, None if bits is None else args.rate) as hosts:
-        for compression, overlap in [(c, o) for c in compressions for o in (False, True)]:
-            try:
-                figures = _train(hosts, args, compression, overlap, threads)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                print(f"distrain.bench network: {exc}", file=sys.stderr)
-                return 1
-            phases = figures["rank0_phase_ms"]
-            wire = 1.0 if compression == "none" else 0.5
-            figures["compression"] = compression
-            figures["allreduce_gbit_s"] = round(bus_bandwidth(
-                figures["gradient_bytes"], args.hosts, phases["allreduce"] / 1e3, wire) / 1e9, 3)
-            rows.append(figures)
+        for number in range(args.rounds):
+            # each round runs every setting, in reversed order every other round, so that a
+            # slow spell of the shared host falls on different settings
+            for compression, overlap in (plan if number % 2 == 0 else plan[::-1]):
+                if not args.json:
+                    print(f"  round {number + 1}/{args.rounds}: {compression}, "
+                          f"overlap {'on' if overlap else 'off'}", file=sys.stderr, flush=True)
+                try:
+                    figures = _train(hosts, args, compression, overlap, threads)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    print(f"distrain.bench network: {exc}", file=sys.stderr)
+                    return 1
+                wire = 1.0 if compression == "none" else 0.5
+                figures.update(compression=compression, round=number + 1)
+                figures["allreduce_gbit_s"] = round(bus_bandwidth(
+                    figures["gradient_bytes"], args.hosts,
+                    figures["rank0_phase_ms"]["allreduce"] / 1e3, wire) / 1e9, 3)
+                rows.append(figures)
+    rows.sort(key=lambda r: (plan.index((r["compression"], r["overlap"])), r["round"]))
     result = {"hosts": args.hosts, "rate": args.rate, "model": args.model,
-              "threads_per_rank": threads, "runs": rows}
+              "threads_per_rank": threads, "rounds": args.rounds, "runs": rows,
+              **_summary(rows, compressions)}
     if args.json:
         print(json.dumps(result), flush=True)
         return 0
-    print(f"network {args.model}: {args.hosts} hosts, links {args.rate}, {threads} thread(s) "
-          f"per rank, batch {args.batch_size} per rank, {args.steps} timed steps; "
-          f"gradients {rows[0]['gradient_bytes'] / 1e6:.1f} MB")
+    _print(result, args)
+    return 0
+
+
+def _print(result: dict, args) -> None:
+    rows = result["runs"]
+    print(f"network {args.model}: {args.hosts} hosts, links {args.rate}, "
+          f"{result['threads_per_rank']} thread(s) per rank, batch {args.batch_size} per rank, "
+          f"{args.steps} timed steps, {args.rounds} round(s); gradients "
+          f"{rows[0]['gradient_bytes'] / 1e6:.1f} MB")
     print(f"  {'compression':11s} {'overlap':7s} {'data':>7s} {'compute':>8s} {'allreduce':>10s} "
-          f"{'apply':>7s} {'step':>8s} {'samples/s':>10s} {'bus Gbit/s':>11s}")
-    for row in rows:
-        ph = row["rank0_phase_ms"]
+          f"{'apply':>7s} {'step':>8s} {'step range':>15s} {'bus Gbit/s':>11s}")
+    for row in result["settings"]:
+        ph, step = row["phase_ms"], row["step_ms"]
         overlap = "yes" if row["overlap"] else "no"
         print(f"  {row['compression']:11s} {overlap:7s} {ph['data']:7.2f} {ph['compute']:8.2f} "
-              f"{ph['allreduce']:10.2f} {ph['apply']:7.2f} {row['step_ms']:8.2f} "
-              f"{row['samples_per_s']:10.1f} {row['allreduce_gbit_s']:11.3f}")
-    print("  (ms: rank 0's medians; step: the slowest rank's median; with overlap the "
-          "allreduce column is the part left exposed after backward)", flush=True)
-    for compression in compressions:
-        alone = next(r for r in rows if r["compression"] == compression and not r["overlap"])
-        over = next(r for r in rows if r["compression"] == compression and r["overlap"])
-        bound = max(alone["rank0_phase_ms"]["compute"], alone["rank0_phase_ms"]["allreduce"])
+              f"{ph['allreduce']:10.2f} {ph['apply']:7.2f} {step['median']:8.2f} "
+              f"{step['min']:7.2f}-{step['max']:<7.2f} {row['allreduce_gbit_s']:11.3f}")
+    print("  (ms: medians over rounds of rank 0's medians; step: of the slowest rank's median; "
+          "with overlap the allreduce column is the part left exposed after backward)")
+    for compression, ratio in result["overlap_ratio"].items():
         print(f"  {compression}: step with overlap / max(compute, allreduce alone) = "
-              f"{over['step_ms'] / bound:.2f}", flush=True)
-    return 0
+              f"{ratio['median']:.2f} (rounds {', '.join(f'{v:.2f}' for v in ratio['runs'])})")
+    for compression, speedup in result["allreduce_speedup"].items():
+        print(f"  {compression}: allreduce alone, none / {compression} = {speedup['median']:.2f}x "
+              f"(rounds {', '.join(f'{v:.2f}' for v in speedup['runs'])})", flush=True)
