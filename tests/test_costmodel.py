@@ -1,4 +1,5 @@
 """The cost model's arithmetic on synthetic numbers, and how models are cut into sub-models."""
+import json
 import os
 
 import numpy as np
@@ -320,3 +321,30 @@ def test_a_cached_calibration_the_run_disagrees_with_is_reported_and_marked_stal
     # turn have found stale: not asserted), unless that was implausible and not cached
     assert json.loads(path.read_text())["measured_at"] > 0 or \
         "implausible fit, measured twice" in again.stdout
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_bench_costmodel_over_namespace_hosts_measures_the_links_calibration(
+        tmp_path, capsys, monkeypatch):
+    from distrain.bench import costmodel as bench
+    from distrain.bench.netns import requirements_problem
+    with pytest.raises(SystemExit) as raised:
+        bench.main(["--hosts", "1"])
+    assert raised.value.code == 2
+    assert bench._without(["--hosts", "2", "--rate=1gbit", "--models", "mlp"],
+                          ("--hosts", "--rate")) == ["--models", "mlp"]
+    problem = requirements_problem()
+    if problem:
+        pytest.skip(problem)
+    monkeypatch.setenv("DISTRAIN_CACHE_DIR", str(tmp_path))  # the host's cache stays untouched
+    code = bench.main(["--hosts", "2", "--rate", "200mbit", "--models", "mlp", "--steps", "3",
+                       "--warmup", "1", "--repeats", "1", "--json", "--timeout", "200"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads(out.strip().split("\n")[-1])
+    assert [r["model"] for r in report["rows"]] == ["mlp"] and report["rows"][0]["ranks"] == 2
+    # the link's own calibration: measured in this run, kept in a directory of its own
+    assert report["calibration"]["source"] == "measured"
+    assert report["calibration"]["beta_ns_per_byte"] > 0
+    assert os.listdir(tmp_path) == []

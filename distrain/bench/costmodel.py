@@ -8,15 +8,25 @@ measured, with their median, and which runs were disturbed (ranks whose steps sc
 lagged: :mod:`distrain.timing.trust`). The closing line is over every run of every model:
 the median and the worst |error|. It also prints what the step timer itself costs.
 
+With ``--hosts N`` (root) it is not run under a launcher: it makes ``N`` network-namespace
+hosts whose links ``tc`` limits to ``--rate`` (as ``python -m distrain.bench network``),
+runs itself there with one rank per host over TCP, and measures the calibration afresh
+(a cached one belongs to another link).
+
 Example:
     mpirun -np 2 python -m distrain.bench costmodel --json
+    python -m distrain.bench costmodel --hosts 2 --rate 1gbit --repeats 3
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 
+from distrain import environment as env
 from distrain.timing.summary import summarize_rank
 from distrain.timing.timer import PHASES, StepTimer
 
@@ -85,9 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs per model")
     p.add_argument("--calibrate", action="store_true", help="redo the allreduce calibration")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--hosts", type=int, default=None,
+                   help="run on this many namespace hosts, one rank each (root)")
+    p.add_argument("--rate", default="1gbit", help="with --hosts: each link's limit "
+                                                   "(default 1gbit)")
+    p.add_argument("--timeout", type=float, default=1800,
+                   help="with --hosts: seconds for the whole run (default 1800)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
         p.error("--steps and --repeats must be >= 1 and --warmup >= 0")
+    if args.hosts is not None:
+        if args.hosts < 2:
+            p.error("--hosts must be at least 2")
+        return _over_namespace_hosts(args, argv if argv is not None else sys.argv[1:])
 
     import distrain
     models = args.models.split(",")
@@ -122,6 +142,64 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _print(rows, args, overhead, calibration)
     return 0
+
+
+def _over_namespace_hosts(args, argv: list[str]) -> int:
+    """Runs this benchmark on ``--hosts`` namespace hosts and passes its output through.
+
+    Returns:
+        The run's exit code; 2 where namespaces cannot be made or ``--rate`` is not a rate.
+    """
+    from distrain.bench.netns import NamespaceHosts, parse_rate, requirements_problem
+    from distrain.bench.network import rank_environment
+    from distrain.run.rank import threads_per_rank
+    try:
+        bits = parse_rate(args.rate)
+    except ValueError as exc:
+        print(f"distrain.bench costmodel: {exc}", file=sys.stderr)
+        return 2
+    problem = requirements_problem()
+    if problem:
+        print(f"distrain.bench costmodel: {problem}", file=sys.stderr)
+        return 2
+    inner = _without(argv, ("--hosts", "--rate", "--timeout"))
+    # the link's calibration is kept apart from the host's own
+    with tempfile.TemporaryDirectory(prefix="distrain-netcal-") as cache, \
+            NamespaceHosts(args.hosts, None if bits is None else args.rate) as hosts:
+        command = ["distrain-run", "-np", str(args.hosts), *hosts.launch_args(),
+                   "--start-timeout", "60", sys.executable, "-m", "distrain.bench",
+                   "costmodel", *inner, "--calibrate"]
+        if not args.json:
+            print(f"on {args.hosts} namespace hosts, links {args.rate}, one rank each "
+                  f"(calibration measured afresh)", flush=True)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True,
+                                  env=dict(rank_environment(threads_per_rank(args.hosts)),
+                                           **{env.CACHE_DIR: cache}),
+                                  timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            print(f"distrain.bench costmodel: the run took over {args.timeout:g} s "
+                  f"(--timeout)", file=sys.stderr)
+            return 1
+    for line in done.stdout.split("\n"):
+        if line:
+            print(line.split(": ", 1)[-1] if line.startswith("[") else line)
+    if done.returncode != 0:
+        print(done.stderr[-2000:], file=sys.stderr)
+    return done.returncode
+
+
+def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``argv`` less ``flags`` and their values (``--flag value`` or ``--flag=value``)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in flags:
+            skip = True
+        elif not item.startswith(tuple(f + "=" for f in flags)):
+            kept.append(item)
+    return kept
 
 
 def _print(rows: list[dict], args, overhead: float, calibration: dict) -> None:

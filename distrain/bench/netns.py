@@ -175,7 +175,7 @@ def _tbf(bits_per_second: float) -> list[str]:
     least 64 KiB (one segment of the veth's offload). With 10 ms (1.25 MB at 1 Gbit) a
     0.7 MB allreduce went through at the veth's own speed whenever the bucket had refilled
     between steps, and the link never limited training."""
-    burst = max(64 * 1024, int(bits_per_second / 8 / 1000))
+    burst = max(64 * 1024, int(bits_per_second / 8 / 4000))
     return ["tbf", "rate", f"{int(bits_per_second)}bit", "burst", str(burst),
             "latency", "100ms"]
 

@@ -32,7 +32,7 @@ from distrain.bench.netns import NamespaceHosts, parse_rate, requirements_proble
 from distrain.ops import COMPRESSIONS
 from distrain.run.rank import threads_per_rank
 
-__all__ = ["main", "bus_bandwidth"]
+__all__ = ["main", "bus_bandwidth", "rank_environment"]
 
 
 def bus_bandwidth(gradient_bytes: float, ranks: int, seconds: float,
@@ -54,15 +54,20 @@ def bus_bandwidth(gradient_bytes: float, ranks: int, seconds: float,
     return gradient_bytes * wire_ratio * 2 * (ranks - 1) / ranks * 8 / seconds
 
 
+def rank_environment(threads: int) -> dict:
+    """The environment for ranks on namespace hosts: ``threads`` TensorFlow/OpenMP threads
+    each, one inter-op thread, TensorFlow's start-up lines hidden."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
+                TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
+
+
 def _train(hosts: NamespaceHosts, args, compression: str, overlap: bool, threads: int) -> dict:
     argv = ["distrain-run", "-np", str(len(hosts.addresses)), *hosts.launch_args(),
             "--start-timeout", "60", sys.executable, "-m", "distrain.bench", "train",
             "--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--batch-size", str(args.batch_size), "--compression", compression, "--json",
             *(["--overlap"] if overlap else [])]
-    child = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
-                 TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run(argv, capture_output=True, text=True, env=child,
+    done = subprocess.run(argv, capture_output=True, text=True, env=rank_environment(threads),
                           timeout=args.timeout)
     if done.returncode != 0:
         raise RuntimeError(f"the {compression} run failed (exit {done.returncode}):\n"
