@@ -52,14 +52,14 @@ def test_a_short_run_prints_a_row_per_compression_without_and_with_overlap(capsy
     for row in result["runs"]:
         assert row["ranks"] == 2 and row["gradient_bytes"] > 0 and row["round"] == 1
         assert set(row["rank0_phase_ms"]) == {"data", "compute", "allreduce", "apply"}
-        assert row["allreduce_gbit_s"] > 0
+        assert row["allreduce_gbit_s"] > 0 and row["allreduce_alone_ms"] > 0
     assert len(result["settings"]) == 4 and set(result["overlap_ratio"]) == {"none", "fp16"}
     assert len(result["allreduce_speedup"]["fp16"]["runs"]) == 1
 
 
 def _row(compression, overlap, number, compute, allreduce, step):
     return {"compression": compression, "overlap": overlap, "round": number,
-            "step_ms": step, "allreduce_gbit_s": 0.5,
+            "step_ms": step, "allreduce_gbit_s": 0.5, "allreduce_alone_ms": allreduce,
             "rank0_phase_ms": {"data": 0.0, "compute": compute, "allreduce": allreduce,
                                "apply": 1.0}}
 

@@ -6,9 +6,11 @@ there with one rank per host over TCP for each ``--compression``, without and wi
 of the allreduce with backward, ``--rounds`` times interleaved (a busy spell of the shared
 host then falls on different settings), and prints per setting the medians over rounds of
 rank 0's phases (data, compute, allreduce, apply), of the slowest rank's step (with its
-range), and of the allreduce's achieved bus bandwidth (the ring's ``2 (n-1)/n`` of the
-gradient bytes per second); then, round by round, the step with overlap over
-max(compute, allreduce alone) and each compression's speed-up of the allreduce alone.
+range), of the allreduce timed alone (the gradient list reduced back to back without
+training: ``python -m distrain.bench train``) and of its bus bandwidth (the ring's
+``2 (n-1)/n`` of the gradient bytes per second); then, round by round, the step with
+overlap over max(compute, allreduce alone) and each compression's speed-up of the
+allreduce alone.
 Nothing here is timed by a test.
 
 Usage::
@@ -97,21 +99,23 @@ def _summary(rows: list[dict], compressions: list[str]) -> dict:
                 "compression": compression, "overlap": overlap,
                 "phase_ms": {k: round(statistics.median(r["rank0_phase_ms"][k] for r in chosen),
                                       3) for k in chosen[0]["rank0_phase_ms"]},
+                "allreduce_alone_ms": spread([r["allreduce_alone_ms"] for r in chosen]),
                 "step_ms": spread([r["step_ms"] for r in chosen]),
                 "allreduce_gbit_s": round(statistics.median(
                     r["allreduce_gbit_s"] for r in chosen), 3)})
     ratios = {}
     for compression in compressions:
         pairs = zip(runs(compression, False), runs(compression, True))
+        # the bound: this round's compute, or the allreduce timed alone, whichever is longer
         ratios[compression] = spread([over["step_ms"] / max(
-            alone["rank0_phase_ms"]["compute"], alone["rank0_phase_ms"]["allreduce"])
-            for alone, over in pairs])
+            plain["rank0_phase_ms"]["compute"], plain["allreduce_alone_ms"])
+            for plain, over in pairs])
     speedups = {}
     if "none" in compressions:
         for compression in (c for c in compressions if c != "none"):
             pairs = zip(runs("none", False), runs(compression, False))
-            speedups[compression] = spread([none["rank0_phase_ms"]["allreduce"]
-                                            / narrow["rank0_phase_ms"]["allreduce"]
+            speedups[compression] = spread([none["allreduce_alone_ms"]
+                                            / narrow["allreduce_alone_ms"]
                                             for none, narrow in pairs])
     return {"settings": settings, "overlap_ratio": ratios, "allreduce_speedup": speedups}
 
@@ -173,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures.update(compression=compression, round=number + 1)
                 figures["allreduce_gbit_s"] = round(bus_bandwidth(
                     figures["gradient_bytes"], args.hosts,
-                    figures["rank0_phase_ms"]["allreduce"] / 1e3, wire) / 1e9, 3)
+                    figures["allreduce_alone_ms"] / 1e3, wire) / 1e9, 3)
                 rows.append(figures)
     rows.sort(key=lambda r: (plan.index((r["compression"], r["overlap"])), r["round"]))
     result = {"hosts": args.hosts, "rate": args.rate, "model": args.model,
@@ -193,15 +197,18 @@ def _print(result: dict, args) -> None:
           f"{args.steps} timed steps, {args.rounds} round(s); gradients "
           f"{rows[0]['gradient_bytes'] / 1e6:.1f} MB")
     print(f"  {'compression':11s} {'overlap':7s} {'data':>7s} {'compute':>8s} {'allreduce':>10s} "
-          f"{'apply':>7s} {'step':>8s} {'step range':>15s} {'bus Gbit/s':>11s}")
+          f"{'apply':>7s} {'step':>8s} {'step range':>15s} {'alone':>7s} {'bus Gbit/s':>11s}")
     for row in result["settings"]:
         ph, step = row["phase_ms"], row["step_ms"]
         overlap = "yes" if row["overlap"] else "no"
         print(f"  {row['compression']:11s} {overlap:7s} {ph['data']:7.2f} {ph['compute']:8.2f} "
               f"{ph['allreduce']:10.2f} {ph['apply']:7.2f} {step['median']:8.2f} "
-              f"{step['min']:7.2f}-{step['max']:<7.2f} {row['allreduce_gbit_s']:11.3f}")
+              f"{step['min']:7.2f}-{step['max']:<7.2f} {row['allreduce_alone_ms']['median']:7.2f} "
+              f"{row['allreduce_gbit_s']:11.3f}")
     print("  (ms: medians over rounds of rank 0's medians; step: of the slowest rank's median; "
-          "with overlap the allreduce column is the part left exposed after backward)")
+          "with overlap the allreduce column is the part left exposed after backward, which "
+          "includes waiting for the slower rank; alone: the gradients' allreduce timed "
+          "without training, the slowest rank's median; bus Gbit/s: of the allreduce alone)")
     for compression, ratio in result["overlap_ratio"].items():
         print(f"  {compression}: step with overlap / max(compute, allreduce alone) = "
               f"{ratio['median']:.2f} (rounds {', '.join(f'{v:.2f}' for v in ratio['runs'])})")

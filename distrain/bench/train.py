@@ -3,7 +3,9 @@
 Runs the training program on synthetic data (or ``--dataset``) for ``--warmup`` + ``--steps`` steps and prints
 samples/s over the timed steps: global batch / median step time of the slowest rank (each
 rank's medians as the timing report takes them, :func:`distrain.timing.summarize_rank`), so
-runs at 1, 2, 4... ranks can be compared.
+runs at 1, 2, 4... ranks can be compared. Then it times the allreduce alone: the model's
+gradient list (eager tensors, as the step hands them over) reduced back to back with the
+same compression, ``--steps`` times, the slowest rank's median.
 
 Example:
     mpirun -np 2 python -m distrain.bench train --model cnn --json
@@ -12,10 +14,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import time
 
 from distrain.timing.summary import summarize_rank
 
-__all__ = ["main"]
+__all__ = ["main", "allreduce_alone"]
+
+
+def allreduce_alone(specs, compression: str, repeats: int) -> float:
+    """Seconds one grouped allreduce of tensors shaped as ``specs`` takes without training
+    around it: the slowest rank's median of ``repeats`` back-to-back calls after 3 untimed.
+
+    Args:
+        specs: ``(shape, dtype name)`` of each tensor.
+        compression: the wire compression's name.
+        repeats: timed calls.
+    """
+    import distrain
+    from distrain.tfimport import import_tensorflow
+    tf = import_tensorflow()
+    tensors = [tf.ones(shape, dtype) for shape, dtype in specs]
+    distrain.barrier()
+    seconds = []
+    for number in range(3 + repeats):
+        start = time.perf_counter()
+        distrain.grouped_allreduce(tensors, compression=compression, name="allreduce alone")
+        if number >= 3:
+            seconds.append(time.perf_counter() - start)
+    return max(distrain.allgather_object(statistics.median(seconds)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                "step_ms": round(slowest * 1e3, 3),
                "samples_per_s": round(args.batch_size * size / slowest, 1),
                "gradient_bytes": result.gradient_bytes,
+               "allreduce_alone_ms": round(allreduce_alone(
+                   result.gradient_specs, args.compression, args.steps) * 1e3, 3)
+               if size > 1 else 0.0,
                "rank0_phase_ms": {k: round(v * 1e3, 3) for k, v in phases.items()}}
     if distrain.rank() == 0:
         if args.json:
@@ -71,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.steps} timed steps")
             print(f"  step {figures['step_ms']:.2f} ms (median, slowest rank)   "
                   f"{figures['samples_per_s']:.0f} samples/s")
+            print(f"  allreduce alone {figures['allreduce_alone_ms']:.2f} ms (median, "
+                  f"slowest rank)")
             print("  rank 0 phases (ms): " + ", ".join(
                 f"{k} {v:.2f}" for k, v in figures["rank0_phase_ms"].items()), flush=True)
     return 0

@@ -40,6 +40,7 @@ class TrainResult:
     resumed_from: int | None = None
     prediction: object = None  # a distrain.costmodel.Prediction when the cost model ran
     gradient_bytes: int = 0    # the bytes of one rank's gradients, as allreduced (no wire cast)
+    gradient_specs: tuple = ()  # (shape, dtype name) of each gradient, in the variables' order
 
 
 def _agree(action):
@@ -242,7 +243,9 @@ def run(config: TrainConfig) -> TrainResult:
     return TrainResult(step, loss, accuracy, test_accuracy,
                        checkpoint.weights_digest(np.asarray(v) for v in model.weights), timer,
                        start_step if resume else None, prediction,
-                       sum(np.asarray(v).nbytes for v in model.trainable_variables))
+                       sum(np.asarray(v).nbytes for v in model.trainable_variables),
+                       tuple((tuple(v.shape), np.asarray(v).dtype.name)
+                             for v in model.trainable_variables))
 
 
 def _take_resize_requests(config, printer) -> bool:
