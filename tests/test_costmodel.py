@@ -348,3 +348,17 @@ def test_bench_costmodel_over_namespace_hosts_measures_the_links_calibration(
     assert report["calibration"]["source"] == "measured"
     assert report["calibration"]["beta_ns_per_byte"] > 0
     assert os.listdir(tmp_path) == []
+
+
+def test_compression_sends_the_wire_dtypes_bytes_and_is_never_cached():
+    import dataclasses
+    from distrain.costmodel import calibrate
+    plain = CommModel(size=2, alpha=0.0, beta=1e-9, chunk_bytes=1 << 20)
+    narrow = dataclasses.replace(plain, wire_dtype="float16")
+    shapes, dtypes = [(1000,), (24,)], ["float32", "int32"]
+    # one float16 bucket of 1000 elements and the int32 tensor in its own
+    assert narrow.allreduce_time(shapes, dtypes, host=0.0) == pytest.approx(
+        ring_time(2000, 2, 0.0, 1e-9) + ring_time(96, 2, 0.0, 1e-9))
+    assert plain.allreduce_time(shapes, dtypes, host=0.0) == pytest.approx(
+        ring_time(4000, 2, 0.0, 1e-9) + ring_time(96, 2, 0.0, 1e-9))
+    assert "wire_dtype" not in calibrate._constants(narrow)

@@ -27,6 +27,7 @@ import sys
 import tempfile
 
 from distrain import environment as env
+from distrain.ops import COMPRESSIONS
 from distrain.timing.summary import summarize_rank
 from distrain.timing.timer import PHASES, StepTimer
 
@@ -60,7 +61,8 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list, objec
                          steps_per_epoch=args.warmup + args.steps,
                          synthetic_samples=max(4096, (args.warmup + args.steps)
                                                * args.batch_size * 16),
-                         quiet=True, calibrate=calibrate, timing_warmup=args.warmup)
+                         quiet=True, calibrate=calibrate, timing_warmup=args.warmup,
+                         compression=args.compression, overlap=args.overlap)
     result = run(config)
     summary = summarize_rank(result.timer.steps, distrain.rank(), "", args.warmup)
     everyone = distrain.allgather_object(summary)
@@ -94,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3, help="runs per model")
     p.add_argument("--calibrate", action="store_true", help="redo the allreduce calibration")
+    p.add_argument("--compression", default="none", choices=COMPRESSIONS,
+                   help="the gradients' wire compression (default none)")
+    p.add_argument("--overlap", action="store_true",
+                   help="reduce gradient buckets while backward runs")
     p.add_argument("--json", action="store_true")
     p.add_argument("--hosts", type=int, default=None,
                    help="run on this many namespace hosts, one rank each (root)")
@@ -205,7 +211,8 @@ def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 def _print(rows: list[dict], args, overhead: float, calibration: dict) -> None:
     import distrain
     print(f"cost model, {distrain.size()} rank(s), batch {args.batch_size} per rank, "
-          f"{args.steps} timed steps, median of {args.repeats} run(s) per model")
+          f"{args.steps} timed steps, median of {args.repeats} run(s) per model, compression "
+          f"{args.compression}, overlap {'on' if args.overlap else 'off'}")
     print(f"  {'model':8s} {'phase':10s} {'predicted ms':>13s} {'measured ms':>12s}")
     for row in rows:
         for phase in PHASES + ("total",):

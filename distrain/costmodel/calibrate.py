@@ -157,7 +157,7 @@ def calibrate(repeats: int = 20) -> CommModel:
 
 def _constants(model: CommModel) -> dict:
     return {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-            if f.name != "calibration"}
+            if f.name not in ("calibration", "wire_dtype")}
 
 
 def load_or_calibrate(recalibrate: bool = False) -> CommModel:
@@ -190,7 +190,7 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
             _write(path, dict(_constants(model), version=VERSION, **model.calibration))
         return dataclasses.replace(model, calibration=dict(model.calibration, path=path))
     fields = {k: cached[k] for k in CommModel.__dataclass_fields__
-              if k in cached and k != "calibration"}
+              if k in cached and k not in ("calibration", "wire_dtype")}
     fields["fusion_threshold"] = collectives.fusion_threshold()
     fields["calibration"] = {"source": "cache", "measured_at": cached.get("measured_at"),
                              "load": cached.get("load"), "problem": "", "path": path}

@@ -360,7 +360,8 @@ def _loss_piece(tf, num_classes: int, batch_size: int, rng) -> tuple:
 def _allreduce_term(gradients: list, comm, averaged: list) -> Callable[[], None]:
     """The host's share of averaging ``gradients``; its result goes to ``averaged[0]``."""
     from distrain.costmodel.host import host_allreduce
-    reduce = host_allreduce(gradients, comm.size, comm.fusion_threshold, comm.chunk_bytes)
+    reduce = host_allreduce(gradients, comm.size, comm.fusion_threshold, comm.chunk_bytes,
+                            comm.wire_dtype)
 
     def allreduce():
         averaged[0] = reduce()

@@ -19,7 +19,8 @@ from distrain.ops import ReduceOp
 __all__ = ["host_allreduce"]
 
 
-def host_allreduce(gradients: list, size: int, fusion_threshold: int, chunk_bytes: int):
+def host_allreduce(gradients: list, size: int, fusion_threshold: int, chunk_bytes: int,
+                   wire_dtype: str | None = None):
     """A zero-argument callable doing this rank's share of averaging ``gradients``.
 
     Args:
@@ -27,6 +28,7 @@ def host_allreduce(gradients: list, size: int, fusion_threshold: int, chunk_byte
         size: the world size the allreduce runs at (it decides the averaging passes).
         fusion_threshold: the fusion bucket size.
         chunk_bytes: the largest message.
+        wire_dtype: the compression's wire dtype (its casts are part of the host's share).
 
     Returns:
         The callable; it returns the averaged tensors, fresh each call, as the real
@@ -36,7 +38,7 @@ def host_allreduce(gradients: list, size: int, fusion_threshold: int, chunk_byte
 
     def run():
         arrays = [to_numpy(g) for g in gradients]
-        outputs = backend.allreduce(arrays, ReduceOp.AVERAGE, None, "host share")
+        outputs = backend.allreduce(arrays, ReduceOp.AVERAGE, wire_dtype, "host share")
         return [from_numpy(o, Kind.TENSOR) for o in outputs]
 
     return run

@@ -104,6 +104,9 @@ class CommModel:
         tensor_overhead: cost per tensor in a call (conversion, bookkeeping), seconds.
         chunk_bytes: the largest MPI message.
         fusion_threshold: the fusion bucket size.
+        wire_dtype: the job's compression (``"float16"``, ``"bfloat16"``) or None: float
+            tensors are packed and sent in it. A property of the job, not of the link: it is
+            never cached with the constants.
         calibration: where the constants came from, as the report shows it
             (:func:`distrain.costmodel.calibrate.load_or_calibrate`): ``source``
             (``measured``, ``cache``), ``measured_at`` (Unix time), ``load`` (rank 0's
@@ -120,6 +123,7 @@ class CommModel:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     fusion_threshold: int = DEFAULT_FUSION_THRESHOLD
     calibration: Mapping = dataclasses.field(default_factory=dict, compare=False)
+    wire_dtype: str | None = None
 
     def message_time(self, nbytes: float, size: int | None = None) -> float:
         """The ring time of one message at ``size`` ranks (default: the measured size)."""
@@ -143,7 +147,7 @@ class CommModel:
         """
         size = self.size if size is None else size
         threshold = self.fusion_threshold if fusion_threshold is None else fusion_threshold
-        plan = plan_fusion(shapes, dtypes, threshold, self.chunk_bytes)
+        plan = plan_fusion(shapes, dtypes, threshold, self.chunk_bytes, self.wire_dtype)
         if host is not None:  # at one rank the host's share is the whole call
             total = host + (self.call_overhead if size > 1 else 0.0)
         else:
