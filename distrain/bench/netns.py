@@ -171,11 +171,12 @@ exec ip netns exec "$ns" unshare --uts sh -c 'hostname "$0"; exec sh -c "$1"' "$
 
 
 def _tbf(bits_per_second: float) -> list[str]:
-    """A tbf that holds the rate for messages of every size: a burst of 1 ms of traffic, at
-    least 64 KiB (one segment of the veth's offload). With 10 ms (1.25 MB at 1 Gbit) a
-    0.7 MB allreduce went through at the veth's own speed whenever the bucket had refilled
-    between steps, and the link never limited training."""
-    burst = max(64 * 1024, int(bits_per_second / 8 / 4000))
+    """A tbf that holds the rate for messages of every size: a burst of an eighth of a
+    millisecond of traffic, at least 16 KiB (tbf segments the veth's larger offload
+    packets). With 10 ms (1.25 MB at 1 Gbit) a 0.7 MB allreduce crossed at the veth's own
+    speed whenever the bucket had refilled between steps; with 64 KiB a 0.1 MB message
+    still crossed under its wire time."""
+    burst = max(16 * 1024, int(bits_per_second / 8 / 8000))
     return ["tbf", "rate", f"{int(bits_per_second)}bit", "burst", str(burst),
             "latency", "100ms"]
 
