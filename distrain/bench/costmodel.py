@@ -156,8 +156,8 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
     Returns:
         The run's exit code; 2 where namespaces cannot be made or ``--rate`` is not a rate.
     """
-    from distrain.bench.netns import NamespaceHosts, parse_rate, requirements_problem
-    from distrain.bench.network import rank_environment
+    from distrain.bench.netns import (NamespaceHosts, parse_rate, rank_environment,
+                                      requirements_problem, untagged)
     from distrain.run.rank import threads_per_rank
     try:
         bits = parse_rate(args.rate)
@@ -180,8 +180,8 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
                   f"(calibration measured afresh)", flush=True)
         try:
             done = subprocess.run(command, capture_output=True, text=True,
-                                  env=dict(rank_environment(threads_per_rank(args.hosts)),
-                                           **{env.CACHE_DIR: cache}),
+                                  env=rank_environment(threads_per_rank(args.hosts),
+                                                       **{env.CACHE_DIR: cache}),
                                   timeout=args.timeout)
         except subprocess.TimeoutExpired:
             print(f"distrain.bench costmodel: the run took over {args.timeout:g} s "
@@ -189,7 +189,7 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
             return 1
     for line in done.stdout.split("\n"):
         if line:
-            print(line.split(": ", 1)[-1] if line.startswith("[") else line)
+            print(untagged(line))
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
     return done.returncode

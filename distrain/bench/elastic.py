@@ -33,7 +33,8 @@ import tempfile
 import threading
 import time
 
-from distrain.bench.netns import NamespaceHosts, requirements_problem
+from distrain import environment as env
+from distrain.bench.netns import NamespaceHosts, rank_environment, requirements_problem, untagged
 
 __all__ = ["main", "Events", "losses"]
 
@@ -72,7 +73,7 @@ class Events:
                 if hosts:
                     self.hosts = [h.split(":")[0] for h in hosts[1].split(",")]
                     self.launches += 1
-                text = line.split(": ", 1)[-1].strip()
+                text = untagged(line).strip()
                 if text.startswith("{"):
                     self.rows.append(json.loads(text))
                 self.cond.notify_all()
@@ -133,9 +134,7 @@ def _run(args, hosts: NamespaceHosts, work: str) -> dict:
             sys.executable, "-m", "distrain.bench.elastic_program", "--commit-every",
             str(args.commit_every), "--pause", str(args.pause), "--stop-file", stop,
             "--progress", progress]
-    child = dict(os.environ, DISTRAIN_ELASTIC_DIR=state, OMP_NUM_THREADS="1",
-                 TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
-                 TF_CPP_MIN_LOG_LEVEL="3")
+    child = rank_environment(1, **{env.ELASTIC_DIR: state})
     chance = random.Random(args.seed)
     began = time.monotonic()
     proc = subprocess.Popen(argv, env=child, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

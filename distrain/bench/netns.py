@@ -21,7 +21,10 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["NamespaceHosts", "parse_rate", "requirements_problem"]
+from distrain import environment as env
+
+__all__ = ["NamespaceHosts", "parse_rate", "requirements_problem", "rank_environment",
+           "untagged"]
 
 _RATE = re.compile(r"(\d+(?:\.\d+)?)([kmg]?)bit")
 _SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
@@ -39,6 +42,26 @@ def parse_rate(text: str) -> float | None:
     if not match or float(match[1]) <= 0:
         raise ValueError(f"rate {text!r}: write e.g. 1gbit, 500mbit, 10gbit or none")
     return float(match[1]) * _SCALE[match[2]]
+
+
+def rank_environment(threads: int, **extra: str) -> dict:
+    """The environment of ranks on namespace hosts, which share this machine's cores:
+    ``threads`` TensorFlow/OpenMP threads each, one inter-op thread, TensorFlow's start-up
+    lines hidden, plus ``extra``.
+
+    Args:
+        threads: intra-op threads per rank.
+        extra: further variables.
+    """
+    return dict(os.environ, **{env.OMP_NUM_THREADS: str(threads),
+                               env.TF_NUM_INTRAOP_THREADS: str(threads),
+                               env.TF_NUM_INTEROP_THREADS: "1",
+                               env.TF_CPP_MIN_LOG_LEVEL: "3"}, **extra)
+
+
+def untagged(line: str) -> str:
+    """A rank's output line without Open MPI's ``[0]<stdout>: `` tag."""
+    return line.split(": ", 1)[-1] if line.startswith("[") else line
 
 
 def requirements_problem() -> str:

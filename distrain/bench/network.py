@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 
-from distrain.bench.netns import NamespaceHosts, parse_rate, requirements_problem
+from distrain.bench.netns import (NamespaceHosts, parse_rate, rank_environment,
+                                  requirements_problem, untagged)
 from distrain.ops import COMPRESSIONS
 from distrain.run.rank import threads_per_rank
 
-__all__ = ["main", "bus_bandwidth", "rank_environment"]
+__all__ = ["main", "bus_bandwidth"]
 
 
 def bus_bandwidth(gradient_bytes: float, ranks: int, seconds: float,
@@ -56,13 +56,6 @@ def bus_bandwidth(gradient_bytes: float, ranks: int, seconds: float,
     return gradient_bytes * wire_ratio * 2 * (ranks - 1) / ranks * 8 / seconds
 
 
-def rank_environment(threads: int) -> dict:
-    """The environment for ranks on namespace hosts: ``threads`` TensorFlow/OpenMP threads
-    each, one inter-op thread, TensorFlow's start-up lines hidden."""
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
-                TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
-
-
 def _train(hosts: NamespaceHosts, args, compression: str, overlap: bool, threads: int) -> dict:
     argv = ["distrain-run", "-np", str(len(hosts.addresses)), *hosts.launch_args(),
             "--start-timeout", "60", sys.executable, "-m", "distrain.bench", "train",
@@ -75,7 +68,7 @@ def _train(hosts: NamespaceHosts, args, compression: str, overlap: bool, threads
         raise RuntimeError(f"the {compression} run failed (exit {done.returncode}):\n"
                            f"{done.stderr[-2000:]}")
     for line in done.stdout.splitlines():
-        text = line.split(": ", 1)[-1]
+        text = untagged(line)
         if text.startswith("{"):
             return json.loads(text)
     raise RuntimeError(f"the {compression} run printed no figures:\n{done.stdout[-2000:]}")

@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 
-__all__ = ["ALIGNMENT", "aligned_empty", "aligned_like", "is_aligned", "bfloat16", "wire_dtype_for",
-           "FLOAT_DTYPES"]
+__all__ = ["ALIGNMENT", "aligned_empty", "aligned_like", "is_aligned", "bfloat16",
+           "wire_dtype_for", "FLOAT_DTYPES"]
 
 ALIGNMENT = 64
 

@@ -338,8 +338,8 @@ def _predict(config, model, optimizer, data, overlap: bool):
     (with overlap, of the step that reduces buckets during backward)."""
     from distrain import costmodel
     from distrain.costmodel.calibrate import load_or_calibrate
-    comm = dataclasses.replace(load_or_calibrate(config.calibrate), wire_dtype=distrain.
-                               Compression.by_name(config.compression).wire_dtype)
+    wire_dtype = distrain.Compression.by_name(config.compression).wire_dtype
+    comm = dataclasses.replace(load_or_calibrate(config.calibrate), wire_dtype=wire_dtype)
     mine = costmodel.predict(
         model, config.batch_size, data.num_classes, optimizer, data.sample(config.batch_size),
         comm, sync=distrain.barrier,
