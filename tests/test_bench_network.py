@@ -47,6 +47,9 @@ def test_a_short_run_prints_a_row_per_compression_without_and_with_overlap(capsy
     assert code == 0, out
     result = json.loads(out.strip().splitlines()[-1])
     assert result["hosts"] == 2 and result["rate"] == "100mbit"
+    # one TCP stream before and after the runs: carried, and held to the link's 100 Mbit/s
+    assert len(result["stream_gbit_s"]) == 2
+    assert all(0 < gbit <= 0.15 for gbit in result["stream_gbit_s"]), result["stream_gbit_s"]
     assert [(row["compression"], row["overlap"]) for row in result["runs"]] == [
         ("none", False), ("none", True), ("fp16", False), ("fp16", True)]
     for row in result["runs"]:

@@ -175,9 +175,15 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
         command = ["distrain-run", "-np", str(args.hosts), *hosts.launch_args(),
                    "--start-timeout", "60", sys.executable, "-m", "distrain.bench",
                    "costmodel", *inner, "--calibrate"]
+        try:
+            stream = round(hosts.stream_rate() / 1e9, 3)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            stream = None
         if not args.json:
-            print(f"on {args.hosts} namespace hosts, links {args.rate}, one rank each "
-                  f"(calibration measured afresh)", flush=True)
+            carried = "not measured" if stream is None else f"{stream:.2f} Gbit/s"
+            print(f"on {args.hosts} namespace hosts, links {args.rate} (one TCP stream "
+                  f"carries {carried}), one rank each (calibration measured afresh)",
+                  flush=True)
         try:
             done = subprocess.run(command, capture_output=True, text=True,
                                   env=rank_environment(threads_per_rank(args.hosts),
@@ -188,8 +194,12 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
                   f"(--timeout)", file=sys.stderr)
             return 1
     for line in done.stdout.split("\n"):
+        line = untagged(line)
+        if args.json and line.startswith("{"):
+            line = json.dumps(dict(json.loads(line), link={"rate": args.rate,
+                                                          "stream_gbit_s": stream}))
         if line:
-            print(untagged(line))
+            print(line)
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
     return done.returncode

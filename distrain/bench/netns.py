@@ -3,8 +3,12 @@ limited in both directions by ``tc qdisc ... tbf``.
 
 Each host is a namespace with its own address on a Linux bridge, over a veth pair. Open MPI
 reaches it through an rsh agent that enters the namespace (``ip netns exec``) where it would
-ssh. A token-bucket filter on both ends of each veth caps what crosses the link (measured
-here: 0.96 Gbit/s through a 1gbit tbf between two namespaces). Needs root, iproute2 and
+ssh. A token-bucket filter on both ends of each veth caps what crosses the link. What the
+link carries depends on the VM as well as on the rate: tbf refills its bucket when a timer
+fires, and a timer that fires late loses the tokens of the delay, so a small bucket holds
+less than its rate (one TCP stream through a 1gbit tbf, 16 KiB burst: 0.96 Gbit/s on one VM,
+0.64-0.69 on another; 0.95 with a 128 KiB burst). :meth:`NamespaceHosts.stream_rate`
+measures it, and the benchmarks print it beside the rate. Needs root, iproute2 and
 util-linux; iptables' FORWARD rule for the bridge is added where iptables exists (a Docker
 engine sets its policy to DROP).
 
@@ -17,7 +21,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -116,6 +122,34 @@ class NamespaceHosts:
         return ["--network-interfaces", f"{self.subnet}.0/24",
                 "--mpi-args", f"--prtemca plm_ssh_agent {self.agent} --mca btl self,tcp"]
 
+    def stream_rate(self, seconds: float = 1.0, port: int = 5201) -> float:
+        """Bits per second one TCP stream carries from host 0 to host 1, sending for
+        ``seconds`` (until the receiver has everything): what the link delivers, beside the
+        rate it was given.
+
+        Raises:
+            RuntimeError: the receiver did not start or the stream failed.
+        """
+        here = ["ip", "netns", "exec"]
+        with subprocess.Popen([*here, self.namespaces[1], sys.executable, "-c",
+                               "from distrain.bench.netns import _receive; _receive()",
+                               self.addresses[1], str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as receiver:
+            try:
+                if receiver.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"the stream's receiver did not start: "
+                                       f"{receiver.stderr.read()[-500:]}")
+                done = subprocess.run([*here, self.namespaces[0], sys.executable, "-c",
+                                       "from distrain.bench.netns import _send; _send()",
+                                       self.addresses[1], str(port), str(seconds)],
+                                      capture_output=True, text=True, timeout=seconds + 30)
+            finally:
+                receiver.kill()
+        if done.returncode != 0:
+            raise RuntimeError(f"the stream failed: {done.stderr.strip()[-500:]}")
+        return float(done.stdout.split()[-1])
+
     def kill_host(self, index: int) -> list[int]:
         """SIGKILLs every process of host ``index`` at once (the host fails); returns their
         pids."""
@@ -191,6 +225,33 @@ exec ip netns exec "$ns" unshare --uts sh -c 'hostname "$0"; exec sh -c "$1"' "$
         self._iptables("-D")
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _receive() -> None:
+    """The receiving end of :meth:`NamespaceHosts.stream_rate` (``argv``: address, port):
+    reads one stream to its end, then answers one byte."""
+    with socket.create_server((sys.argv[1], int(sys.argv[2]))) as server:
+        print("ready", flush=True)
+        connection, _ = server.accept()
+        with connection:
+            while connection.recv(1 << 20):
+                pass
+            connection.sendall(b"!")
+
+
+def _send() -> None:
+    """The sending end (``argv``: address, port, seconds): prints bits per second."""
+    address, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    block, sent = bytes(1 << 20), 0
+    with socket.create_connection((address, port), timeout=seconds + 20) as connection:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            connection.sendall(block)
+            sent += len(block)
+        connection.shutdown(socket.SHUT_WR)
+        connection.recv(1)  # the receiver has read everything
+        elapsed = time.perf_counter() - start
+    print(sent * 8 / elapsed)
 
 
 def _tbf(bits_per_second: float) -> list[str]:
