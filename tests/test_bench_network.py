@@ -47,9 +47,11 @@ def test_a_short_run_prints_a_row_per_compression_without_and_with_overlap(capsy
     assert code == 0, out
     result = json.loads(out.strip().splitlines()[-1])
     assert result["hosts"] == 2 and result["rate"] == "100mbit"
-    # one TCP stream before and after the runs: carried, and held to the link's 100 Mbit/s
-    assert len(result["stream_gbit_s"]) == 2
-    assert all(0 < gbit <= 0.15 for gbit in result["stream_gbit_s"]), result["stream_gbit_s"]
+    # TCP streams before and after the runs, one way and both ways: carried, and held to the
+    # link's 100 Mbit/s
+    assert len(result["link_gbit_s"]) == 2
+    for link in result["link_gbit_s"]:
+        assert all(0 < gbit <= 0.15 for gbit in [link["one_way"], *link["both_ways"]]), link
     assert [(row["compression"], row["overlap"]) for row in result["runs"]] == [
         ("none", False), ("none", True), ("fp16", False), ("fp16", True)]
     for row in result["runs"]:

@@ -348,9 +348,10 @@ def test_bench_costmodel_over_namespace_hosts_measures_the_links_calibration(
     assert report["calibration"]["source"] == "measured"
     assert report["calibration"]["beta_ns_per_byte"] > 0
     assert os.listdir(tmp_path) == []
-    # what one TCP stream carried over the link, held to its 200 Mbit/s
-    assert report["link"]["rate"] == "200mbit"
-    assert 0 < report["link"]["stream_gbit_s"] <= 0.3, report["link"]
+    # what TCP streams carried over the link, one way and both ways, held to its 200 Mbit/s
+    link = report["link"]
+    assert link["rate"] == "200mbit" and len(link["both_ways"]) == 2
+    assert all(0 < gbit <= 0.3 for gbit in [link["one_way"], *link["both_ways"]]), link
 
 
 def test_compression_sends_the_wire_dtypes_bytes_and_is_never_cached():

@@ -156,8 +156,8 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
     Returns:
         The run's exit code; 2 where namespaces cannot be made or ``--rate`` is not a rate.
     """
-    from distrain.bench.netns import (NamespaceHosts, parse_rate, rank_environment,
-                                      requirements_problem, untagged)
+    from distrain.bench.netns import (NamespaceHosts, describe_link, measure_link, parse_rate,
+                                      rank_environment, requirements_problem, untagged)
     from distrain.run.rank import threads_per_rank
     try:
         bits = parse_rate(args.rate)
@@ -175,14 +175,10 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
         command = ["distrain-run", "-np", str(args.hosts), *hosts.launch_args(),
                    "--start-timeout", "60", sys.executable, "-m", "distrain.bench",
                    "costmodel", *inner, "--calibrate"]
-        try:
-            stream = round(hosts.stream_rate() / 1e9, 3)
-        except (RuntimeError, OSError, subprocess.TimeoutExpired):
-            stream = None
+        link = measure_link(hosts)
         if not args.json:
-            carried = "not measured" if stream is None else f"{stream:.2f} Gbit/s"
-            print(f"on {args.hosts} namespace hosts, links {args.rate} (one TCP stream "
-                  f"carries {carried}), one rank each (calibration measured afresh)",
+            print(f"on {args.hosts} namespace hosts, links {args.rate} (carrying "
+                  f"{describe_link(link)}), one rank each (calibration measured afresh)",
                   flush=True)
         try:
             done = subprocess.run(command, capture_output=True, text=True,
@@ -196,8 +192,7 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
     for line in done.stdout.split("\n"):
         line = untagged(line)
         if args.json and line.startswith("{"):
-            line = json.dumps(dict(json.loads(line), link={"rate": args.rate,
-                                                          "stream_gbit_s": stream}))
+            line = json.dumps(dict(json.loads(line), link=dict(link or {}, rate=args.rate)))
         if line:
             print(line)
     if done.returncode != 0:

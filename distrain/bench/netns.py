@@ -1,14 +1,17 @@
-"""Hosts on one machine for the network benchmark: network namespaces on a bridge, each link
-limited in both directions by ``tc qdisc ... tbf``.
+"""Hosts on one machine for the network benchmark: network namespaces on a bridge, each
+host's sending limited by ``tc qdisc ... tbf``.
 
 Each host is a namespace with its own address on a Linux bridge, over a veth pair. Open MPI
 reaches it through an rsh agent that enters the namespace (``ip netns exec``) where it would
-ssh. A token-bucket filter on both ends of each veth caps what crosses the link. What the
-link carries depends on the VM as well as on the rate: tbf refills its bucket when a timer
-fires, and a timer that fires late loses the tokens of the delay, so a small bucket holds
-less than its rate (one TCP stream through a 1gbit tbf, 16 KiB burst: 0.96 Gbit/s on one VM,
-0.64-0.69 on another; 0.95 with a 128 KiB burst). :meth:`NamespaceHosts.stream_rate`
-measures it, and the benchmarks print it beside the rate. Needs root, iproute2 and
+ssh. A token-bucket filter on each host's own end of its veth caps what it sends, so each
+direction of a pair of hosts crosses one filter; a host that receives from several at once
+can take in more than the rate (a switch port would not let it; a ring allreduce receives
+from one neighbour). What the link carries depends on the VM as well as on the rate: tbf
+refills its bucket when a timer fires, and a timer that fires late loses the tokens of the
+delay. One TCP stream through one 1gbit tbf with a 16 KiB burst carries 0.92-0.95 Gbit/s
+here; through two in series (both ends of each veth, as this module once did) 0.64-0.79,
+from one VM and hour to the next. :meth:`NamespaceHosts.stream_rates` measures it, and the
+benchmarks print it beside the rate. Needs root, iproute2 and
 util-linux; iptables' FORWARD rule for the bridge is added where iptables exists (a Docker
 engine sets its policy to DROP).
 
@@ -30,7 +33,7 @@ import time
 from distrain import environment as env
 
 __all__ = ["NamespaceHosts", "parse_rate", "requirements_problem", "rank_environment",
-           "untagged"]
+           "untagged", "measure_link", "describe_link"]
 
 _RATE = re.compile(r"(\d+(?:\.\d+)?)([kmg]?)bit")
 _SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
@@ -122,33 +125,50 @@ class NamespaceHosts:
         return ["--network-interfaces", f"{self.subnet}.0/24",
                 "--mpi-args", f"--prtemca plm_ssh_agent {self.agent} --mca btl self,tcp"]
 
-    def stream_rate(self, seconds: float = 1.0, port: int = 5201) -> float:
-        """Bits per second one TCP stream carries from host 0 to host 1, sending for
-        ``seconds`` (until the receiver has everything): what the link delivers, beside the
+    def stream_rates(self, seconds: float = 1.0, both_ways: bool = False,
+                     port: int = 5201) -> list[float]:
+        """Bits per second TCP streams carry between hosts 0 and 1, each sending for
+        ``seconds`` (until its receiver has everything): what the link delivers, beside the
         rate it was given.
 
+        Args:
+            seconds: how long each stream sends.
+            both_ways: one stream each way at once (as an allreduce sends), else 0 to 1 only.
+            port: the receivers' port.
+
+        Returns:
+            Bits per second of the stream 0 to 1, then (``both_ways``) of 1 to 0.
+
         Raises:
-            RuntimeError: the receiver did not start or the stream failed.
+            RuntimeError: a receiver did not start or a stream failed.
         """
+        pairs = [(0, 1), (1, 0)] if both_ways else [(0, 1)]
         here = ["ip", "netns", "exec"]
-        with subprocess.Popen([*here, self.namespaces[1], sys.executable, "-c",
-                               "from distrain.bench.netns import _receive; _receive()",
-                               self.addresses[1], str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) as receiver:
-            try:
+        receivers = [subprocess.Popen(
+            [*here, self.namespaces[to], sys.executable, "-c",
+             "from distrain.bench.netns import _receive; _receive()", self.addresses[to],
+             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _, to in pairs]
+        senders: list[subprocess.Popen] = []
+        try:
+            for receiver in receivers:
                 if receiver.stdout.readline().strip() != "ready":
-                    raise RuntimeError(f"the stream's receiver did not start: "
+                    raise RuntimeError(f"a stream's receiver did not start: "
                                        f"{receiver.stderr.read()[-500:]}")
-                done = subprocess.run([*here, self.namespaces[0], sys.executable, "-c",
-                                       "from distrain.bench.netns import _send; _send()",
-                                       self.addresses[1], str(port), str(seconds)],
-                                      capture_output=True, text=True, timeout=seconds + 30)
-            finally:
-                receiver.kill()
-        if done.returncode != 0:
-            raise RuntimeError(f"the stream failed: {done.stderr.strip()[-500:]}")
-        return float(done.stdout.split()[-1])
+            senders += [subprocess.Popen(
+                [*here, self.namespaces[source], sys.executable, "-c",
+                 "from distrain.bench.netns import _send; _send()", self.addresses[to],
+                 str(port), str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True) for source, to in pairs]
+            results = [sender.communicate(timeout=seconds + 30) for sender in senders]
+        finally:
+            for process in receivers + senders:
+                process.kill()
+                process.wait()
+        failed = [err for sender, (_, err) in zip(senders, results) if sender.returncode]
+        if failed:
+            raise RuntimeError(f"a stream failed: {failed[0].strip()[-500:]}")
+        return [float(out.split()[-1]) for out, _ in results]
 
     def kill_host(self, index: int) -> list[int]:
         """SIGKILLs every process of host ``index`` at once (the host fails); returns their
@@ -176,10 +196,9 @@ class NamespaceHosts:
             _run("ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
             _run("ip", "-n", namespace, "link", "set", "eth0", "up")
             _run("ip", "-n", namespace, "link", "set", "lo", "up")
-            if self.bits_per_second:
-                for prefix in ([], ["ip", "netns", "exec", namespace]):
-                    _run(*prefix, "tc", "qdisc", "add", "dev", "eth0" if prefix else link,
-                         "root", *_tbf(self.bits_per_second))
+            if self.bits_per_second:  # the host's sending; the module's docstring says why
+                _run("ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", "eth0",
+                     "root", *_tbf(self.bits_per_second))
         cases = "\n".join(f"  {a}) ns={n} ;;" for a, n in zip(self.addresses, self.namespaces))
         with open(self.agent, "w") as stream:
             stream.write(f"""#!/bin/sh
@@ -227,8 +246,28 @@ exec ip netns exec "$ns" unshare --uts sh -c 'hostname "$0"; exec sh -c "$1"' "$
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def measure_link(hosts: NamespaceHosts) -> dict | None:
+    """What the link between hosts 0 and 1 carries, Gbit/s: ``one_way`` (one TCP stream) and
+    ``both_ways`` (one stream each way at once); None where the streams could not run."""
+    try:
+        one_way = hosts.stream_rates()
+        both_ways = hosts.stream_rates(both_ways=True)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired):
+        return None
+    return {"one_way": round(one_way[0] / 1e9, 3),
+            "both_ways": [round(bits / 1e9, 3) for bits in both_ways]}
+
+
+def describe_link(figures: dict | None) -> str:
+    """``measure_link``'s figures in words."""
+    if figures is None:
+        return "not measured"
+    each = ", ".join(f"{gbit:.2f}" for gbit in figures["both_ways"])
+    return f"one TCP stream {figures['one_way']:.2f} Gbit/s, one each way at once {each}"
+
+
 def _receive() -> None:
-    """The receiving end of :meth:`NamespaceHosts.stream_rate` (``argv``: address, port):
+    """The receiving end of :meth:`NamespaceHosts.stream_rates` (``argv``: address, port):
     reads one stream to its end, then answers one byte."""
     with socket.create_server((sys.argv[1], int(sys.argv[2]))) as server:
         print("ready", flush=True)

@@ -1,7 +1,7 @@
 """``python -m distrain.bench network``: training where the network is the bottleneck.
 
 As root, makes ``--hosts`` network namespaces joined by links limited to ``--rate`` (``tc``
-tbf, both directions; :mod:`distrain.bench.netns`), runs ``python -m distrain.bench train``
+tbf on each host's sending; :mod:`distrain.bench.netns`), runs ``python -m distrain.bench train``
 there with one rank per host over TCP for each ``--compression``, without and with overlap
 of the allreduce with backward, ``--rounds`` times interleaved (a busy spell of the shared
 host then falls on different settings), and prints per setting the medians over rounds of
@@ -10,9 +10,10 @@ range), of the allreduce timed alone (the gradient list reduced back to back wit
 training: ``python -m distrain.bench train``) and of its bus bandwidth (the ring's
 ``2 (n-1)/n`` of the gradient bytes per second); then, round by round, the step with
 overlap over max(compute, allreduce alone) and each compression's speed-up of the
-allreduce alone. Before the first round and after the last it measures what one TCP stream
-carries over the link (:meth:`~distrain.bench.netns.NamespaceHosts.stream_rate`): a tbf on
-a VM holds less than its rate where the VM's timers fire late.
+allreduce alone. Before the first round and after the last it measures what TCP streams
+carry over the link, one way and both ways at once
+(:func:`~distrain.bench.netns.measure_link`): a tbf on a VM holds less than its rate where
+the VM's timers fire late.
 Nothing here is timed by a test.
 
 Usage::
@@ -31,8 +32,8 @@ import statistics
 import subprocess
 import sys
 
-from distrain.bench.netns import (NamespaceHosts, parse_rate, rank_environment,
-                                  requirements_problem, untagged)
+from distrain.bench.netns import (NamespaceHosts, describe_link, measure_link, parse_rate,
+                                  rank_environment, requirements_problem, untagged)
 from distrain.ops import COMPRESSIONS
 from distrain.run.rank import threads_per_rank
 
@@ -74,14 +75,6 @@ def _train(hosts: NamespaceHosts, args, compression: str, overlap: bool, threads
         if text.startswith("{"):
             return json.loads(text)
     raise RuntimeError(f"the {compression} run printed no figures:\n{done.stdout[-2000:]}")
-
-
-def _stream_gbit(hosts: NamespaceHosts) -> float | None:
-    """What one TCP stream carries over the link, Gbit/s (None where it cannot be sent)."""
-    try:
-        return round(hosts.stream_rate() / 1e9, 3)
-    except (RuntimeError, OSError, subprocess.TimeoutExpired):
-        return None
 
 
 def _summary(rows: list[dict], compressions: list[str]) -> dict:
@@ -164,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = [(c, o) for c in compressions for o in (False, True)]
     rows = []
     with NamespaceHosts(args.hosts, None if bits is None else args.rate) as hosts:
-        streams = [_stream_gbit(hosts)]
+        links = [measure_link(hosts)]
         for number in range(args.rounds):
             # each round runs every setting, in reversed order every other round, so that a
             # slow spell of the shared host falls on different settings
@@ -183,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                     figures["gradient_bytes"], args.hosts,
                     figures["allreduce_alone_ms"] / 1e3, wire) / 1e9, 3)
                 rows.append(figures)
-        streams.append(_stream_gbit(hosts))
+        links.append(measure_link(hosts))
     rows.sort(key=lambda r: (plan.index((r["compression"], r["overlap"])), r["round"]))
     result = {"hosts": args.hosts, "rate": args.rate, "model": args.model,
-              "threads_per_rank": threads, "rounds": args.rounds, "stream_gbit_s": streams,
+              "threads_per_rank": threads, "rounds": args.rounds, "link_gbit_s": links,
               "runs": rows,
               **_summary(rows, compressions)}
     if args.json:
@@ -202,8 +195,8 @@ def _print(result: dict, args) -> None:
           f"{result['threads_per_rank']} thread(s) per rank, batch {args.batch_size} per rank, "
           f"{args.steps} timed steps, {args.rounds} round(s); gradients "
           f"{rows[0]['gradient_bytes'] / 1e6:.1f} MB")
-    streams = " and ".join("?" if v is None else f"{v:.2f}" for v in result["stream_gbit_s"])
-    print(f"  one TCP stream over the link, before and after: {streams} Gbit/s")
+    before, after = result["link_gbit_s"]
+    print(f"  the link before the runs: {describe_link(before)}; after: {describe_link(after)}")
     print(f"  {'compression':11s} {'overlap':7s} {'data':>7s} {'compute':>8s} {'allreduce':>10s} "
           f"{'apply':>7s} {'step':>8s} {'step range':>15s} {'alone':>7s} {'bus Gbit/s':>11s}")
     for row in result["settings"]:
