@@ -10,7 +10,8 @@ from distrain.costmodel import calibrate as calibration
 from distrain.timing.predicted import PredictedStep
 from distrain.timing.report import build_report, format_report, report_to_json
 from distrain.timing.summary import summarize_rank
-from distrain.timing.trust import calibration_disagreement, disturbances, trust_lines
+from distrain.timing.trust import (calibration_disagreement, disturbances,
+                                   overlap_disagreement, trust_lines)
 from test_timing_summary import MS, record, steps
 
 
@@ -68,6 +69,16 @@ def test_an_allreduce_far_from_its_prediction_is_reported_unless_overlapped():
                for line in trust_lines(off))
     overlapped = report_of(steps(5), prediction=predicted(1.0, overlap=True))
     assert calibration_disagreement(overlapped) is None
+    # an overlapped run as far off blames the overlap schedule and keeps the calibration
+    assert overlap_disagreement(overlapped) == pytest.approx(-2 / 3)
+    assert overlap_disagreement(off) is None
+    lines = trust_lines(overlapped)
+    assert any("predicted exposed allreduce is -67% off" in line and "calibration is kept"
+               in line for line in lines)
+    assert not any("measured again next run" in line for line in lines)
+    close = report_of(steps(5), prediction=predicted(2.5, overlap=True))
+    assert overlap_disagreement(close) is None
+    assert report_to_json(overlapped)["overlap_disagreement"] == pytest.approx(-2 / 3)
     assert report_to_json(off)["calibration_disagreement"] == pytest.approx(-2 / 3)
 
 

@@ -26,7 +26,8 @@ from distrain.timing.predicted import PredictedStep
 from distrain.timing.summary import (TOTAL, Aggregate, RankSummary, aggregate, compare,
                                      summarize_rank)
 from distrain.timing.timer import PHASES, StepRecord
-from distrain.timing.trust import calibration_disagreement, disturbances, trust_lines
+from distrain.timing.trust import (calibration_disagreement, disturbances, overlap_disagreement,
+                                   trust_lines)
 
 __all__ = ["SCHEMA", "Report", "build_report", "gather_report", "format_report",
            "report_to_json", "write_json"]
@@ -362,6 +363,7 @@ def report_to_json(report: Report) -> dict:
         "prediction": None if report.prediction is None else report.prediction.to_dict(),
         "disturbed": disturbances(report),
         "calibration_disagreement": calibration_disagreement(report),
+        "overlap_disagreement": overlap_disagreement(report),
     }
     return _plain(data)
 
