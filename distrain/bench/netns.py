@@ -8,11 +8,12 @@ direction of a pair of hosts crosses one filter; a host that receives from sever
 can take in more than the rate (a switch port would not let it; a ring allreduce receives
 from one neighbour). What the link carries depends on the VM as well as on the rate: tbf
 refills its bucket when a timer fires, and a timer that fires late loses the tokens of the
-delay. One TCP stream through one 1gbit tbf with a 16 KiB burst carries 0.92-0.95 Gbit/s
-here; through two in series (both ends of each veth, as this module once did) 0.64-0.79,
-from one VM and hour to the next. :meth:`NamespaceHosts.stream_rates` measures it, and the
-benchmarks print it beside the rate. Needs root, iproute2 and
-util-linux; iptables' FORWARD rule for the bridge is added where iptables exists (a Docker
+delay. One TCP stream through one 1gbit tbf with a 16 KiB burst carries 0.85-0.95 Gbit/s
+here, one stream each way at once 0.48-0.75 each (both hosts' work shares 2 cores); through
+two in series (both ends of each veth, as this module once did) one stream carried
+0.64-0.79, from one VM and hour to the next. :meth:`NamespaceHosts.stream_rates` measures
+it, and the benchmarks print it beside the rate. Needs root, iproute2 and util-linux;
+iptables' FORWARD rule for the bridge is added where iptables exists (a Docker
 engine sets its policy to DROP).
 
 Example:
