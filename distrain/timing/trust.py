@@ -24,8 +24,8 @@ import time
 
 from distrain.timing.summary import compare
 
-__all__ = ["disturbances", "calibration_disagreement", "overlap_disagreement", "trust_lines", "SPREAD_LIMIT",
-           "IMBALANCE_LIMIT", "CALIBRATION_MARGIN"]
+__all__ = ["disturbances", "calibration_disagreement", "overlap_disagreement", "trust_lines",
+           "SPREAD_LIMIT", "IMBALANCE_LIMIT", "CALIBRATION_MARGIN"]
 
 SPREAD_LIMIT = 1.0        # (p90 - p10) / median of a rank's step times, or of the rounds
 IMBALANCE_LIMIT = 1.25    # slowest rank's median step / the median rank's
@@ -86,6 +86,7 @@ def overlap_disagreement(report) -> float | None:
 
 
 def _allreduce_error(report) -> float | None:
+    """The allreduce phase's relative error past the margin (above 0.1 ms measured)."""
     for row in compare(report.aggregate, report.prediction):
         if row.phase == "allreduce" and row.error_pct is not None:
             error = row.error_pct / 100
