@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -109,8 +110,13 @@ def _bad_sources(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_bad_sources_are_one_line_each(tmp_path):
-    for spec, fragments in _bad_sources(tmp_path):
-        result = run_train(["--dataset", spec, "--no-cost-model"], tmp_path)
+    cases = _bad_sources(tmp_path)
+    # independent single-rank launches that fail before training, two at a time (each
+    # spends most of its time importing TensorFlow)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(
+            lambda case: run_train(["--dataset", case[0], "--no-cost-model"], tmp_path), cases))
+    for (spec, fragments), result in zip(cases, results):
         assert_one_line_error(result, *fragments)
 
 
