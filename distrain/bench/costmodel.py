@@ -11,7 +11,9 @@ the median and the worst |error|. It also prints what the step timer itself cost
 With ``--hosts N`` (root) it is not run under a launcher: it makes ``N`` network-namespace
 hosts whose links ``tc`` limits to ``--rate`` (as ``python -m distrain.bench network``),
 runs itself there with one rank per host over TCP, and measures the calibration afresh
-(a cached one belongs to another link).
+(a cached one belongs to another link). Before the run it measures what the link carries
+(:func:`distrain.bench.netns.measure_link`: one TCP stream, and one each way at once) and
+prints it in the heading, or under ``link`` in ``--json``.
 
 Example:
     mpirun -np 2 python -m distrain.bench costmodel --json

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -141,7 +142,7 @@ class NamespaceHosts:
             Bits per second of the stream 0 to 1, then (``both_ways``) of 1 to 0.
 
         Raises:
-            RuntimeError: a receiver did not start or a stream failed.
+            RuntimeError: a receiver did not start within 30 s or a stream failed.
         """
         pairs = [(0, 1), (1, 0)] if both_ways else [(0, 1)]
         here = ["ip", "netns", "exec"]
@@ -153,7 +154,8 @@ class NamespaceHosts:
         senders: list[subprocess.Popen] = []
         try:
             for receiver in receivers:
-                if receiver.stdout.readline().strip() != "ready":
+                started, _, _ = select.select([receiver.stdout], [], [], 30)
+                if not started or receiver.stdout.readline().strip() != "ready":
                     raise RuntimeError(f"a stream's receiver did not start: "
                                        f"{receiver.stderr.read()[-500:]}")
             senders += [subprocess.Popen(
