@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ReduceOp", "Average", "Sum", "Min", "Max", "Compressor", "Compression",
-           "COMPRESSIONS", "parse_op"]
+__all__ = ["ReduceOp", "Average", "Sum", "Min", "Max", "Product", "Adasum", "Compressor", "Compression",
+           "COMPRESSIONS", "parse_op", "compressor_of"]
 
 COMPRESSIONS = ("none", "fp16", "bf16")  # the names Compression.by_name takes
 
@@ -22,12 +22,16 @@ class ReduceOp(enum.Enum):
     SUM = "sum"
     MIN = "min"
     MAX = "max"
+    PRODUCT = "product"
+    ADASUM = "adasum"
 
 
 Average = ReduceOp.AVERAGE
 Sum = ReduceOp.SUM
 Min = ReduceOp.MIN
 Max = ReduceOp.MAX
+Product = ReduceOp.PRODUCT
+Adasum = ReduceOp.ADASUM
 
 
 def parse_op(op) -> ReduceOp:
@@ -102,3 +106,16 @@ class Compression:
             raise ValueError(f"unknown compression {name!r}; use "
                              f"{', '.join(COMPRESSIONS[:-1])} or {COMPRESSIONS[-1]}")
         return getattr(cls, key)
+
+
+def compressor_of(compression) -> Compressor:
+    """The compressor for a :class:`Compressor`, its name, or None (no compression).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if compression is None:
+        return Compression.none
+    if isinstance(compression, Compressor):
+        return compression
+    return Compression.by_name(compression)

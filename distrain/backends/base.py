@@ -17,11 +17,39 @@ from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 from distrain.environment import World
 from distrain.ops import ReduceOp
 
-__all__ = ["Backend", "EngineBackend", "CollectiveMismatchError", "check_root"]
+__all__ = ["Backend", "EngineBackend", "CollectiveError", "CollectiveMismatchError",
+           "CollectiveArgumentError", "CollectiveAbortedError", "check_root"]
 
 
-class CollectiveMismatchError(ValueError):
-    """Ranks called a collective with different shapes, dtypes, ops or roots."""
+class CollectiveError(ValueError):
+    """A collective that cannot run as called.
+
+    Attributes:
+        tensorflow_error: the ``tf.errors`` class Horovod's TensorFlow ops raise for it; in a
+            TensorFlow program the error raised is of both classes.
+    """
+
+    tensorflow_error = "UnknownError"
+
+
+class CollectiveMismatchError(CollectiveError):
+    """Ranks called a collective with different shapes, dtypes, ops or roots, or one that
+    joined ranks cannot take part in."""
+
+    tensorflow_error = "FailedPreconditionError"
+
+
+class CollectiveArgumentError(CollectiveError):
+    """A collective's arguments are wrong on this rank: a process set it is not in, splits
+    that do not fit the tensor."""
+
+    tensorflow_error = "InvalidArgumentError"
+
+
+class CollectiveAbortedError(CollectiveError):
+    """A reduction the collective does not support (reducescatter with Min)."""
+
+    tensorflow_error = "AbortedError"
 
 
 def check_root(root, size: int) -> int:
@@ -51,10 +79,12 @@ class Backend:
         world: rank, size, local and cross placement.
         native_tensorflow: True when the ``*_tensors`` methods take TensorFlow values
             directly (Horovod's ops); the numpy-level methods are then conversions of them.
+        homogeneous: True when every host runs the same number of ranks.
     """
 
     name = "base"
     native_tensorflow = False
+    homogeneous = True   # every host runs as many ranks
 
     def __init__(self, world: World):
         self.world = world
@@ -83,6 +113,41 @@ class Backend:
     def allgather(self, array: np.ndarray, label: str) -> np.ndarray:
         """Concatenates every rank's array along its first dimension."""
         raise NotImplementedError
+
+    def alltoall(self, array: np.ndarray, splits: Sequence[int] | None,
+                 label: str) -> tuple[np.ndarray, np.ndarray]:
+        """Sends ``splits[r]`` rows to rank ``r`` (an even split when None).
+
+        Returns:
+            ``(received rows in rank order, rows received from each rank as int32)``.
+
+        Raises:
+            ValueError: the splits do not fit the first dimension (on every rank).
+        """
+        raise NotImplementedError
+
+    def reducescatter(self, arrays: Sequence[np.ndarray], op: ReduceOp,
+                      wire_dtype: str | None, label: str) -> list[np.ndarray]:
+        """Reduces each array and keeps this rank's rows of it
+        (:func:`distrain.engine.exchange.even_split`)."""
+        raise NotImplementedError
+
+    def subset(self, ranks: Sequence[int]) -> "Backend | None":
+        """A backend over ``ranks`` (a process set), made by every rank together.
+
+        Returns:
+            The backend on the members; None elsewhere.
+        """
+        raise NotImplementedError(f"the {self.name} backend has no process sets")
+
+    def join(self) -> int:
+        """Takes part in the other ranks' collectives with nothing of its own until every
+        rank has joined.
+
+        Returns:
+            The rank that joined last.
+        """
+        raise NotImplementedError(f"the {self.name} backend has no join")
 
     def allreduce_tensors(self, tensors: Sequence, op: ReduceOp, wire_dtype: str | None,
                           label: str) -> list:

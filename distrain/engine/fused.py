@@ -39,6 +39,18 @@ class Transport(Protocol):
     def allgatherv(self, send: np.ndarray, recv: np.ndarray, counts: Sequence[int]) -> None:
         """Gathers uint8 buffers of ``counts[r]`` bytes from each rank into ``recv``."""
 
+    def alltoallv(self, send: np.ndarray, recv: np.ndarray, send_counts: Sequence[int],
+                  recv_counts: Sequence[int]) -> None:
+        """Sends ``send_counts[r]`` bytes of ``send`` to rank ``r``, in rank order; receives
+        ``recv_counts[r]`` bytes from each into ``recv``."""
+
+    def reduce_scatter(self, send: np.ndarray, recv: np.ndarray, counts: Sequence[int],
+                       op: ReduceOp) -> None:
+        """Reduces ``send`` across ranks; rank ``r`` keeps ``counts[r]`` elements of it."""
+
+    def sendrecv(self, send: np.ndarray, recv: np.ndarray, peer: int) -> None:
+        """Swaps uint8 buffers with rank ``peer``."""
+
 
 class FusedEngine:
     """Runs grouped allreduce, broadcast and allgather over a transport.
