@@ -16,12 +16,21 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "distrain.collectives": (
         "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
-        "cross_rank", "cross_size", "allreduce", "grouped_allreduce", "broadcast",
-        "broadcast_variables", "allgather", "allgather_object", "barrier",
+        "cross_rank", "cross_size", "allreduce", "grouped_allreduce", "reducescatter",
+        "grouped_reducescatter", "allgather", "grouped_allgather", "alltoall",
+        "allgather_object", "broadcast", "broadcast_", "broadcast_variables",
+        "broadcast_global_variables", "broadcast_object", "broadcast_object_fn", "barrier",
+        "join", "ProcessSet", "global_process_set", "add_process_set", "remove_process_set",
+        "rank_op", "size_op", "local_rank_op", "local_size_op", "process_set_included_op",
+        "mpi_built", "mpi_enabled", "gloo_built", "gloo_enabled", "nccl_built", "cuda_built",
+        "rocm_built", "ddl_built", "ccl_built", "mpi_threads_supported", "is_homogeneous",
+        "start_timeline", "stop_timeline", "check_num_rank_power_of_2",
         "NotInitializedError"),
     "distrain.overlap": ("grouped_allreduce_async", "synchronize"),
-    "distrain.ops": ("Average", "Sum", "Min", "Max", "ReduceOp", "Compression"),
-    "distrain.backends.base": ("CollectiveMismatchError",),
+    "distrain.ops": ("Average", "Sum", "Min", "Max", "Product", "Adasum", "ReduceOp",
+                     "Compression"),
+    "distrain.backends.base": ("CollectiveMismatchError", "CollectiveError",
+                               "CollectiveArgumentError", "CollectiveAbortedError"),
     "distrain.environment": ("WorldError",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

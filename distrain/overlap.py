@@ -31,7 +31,7 @@ from distrain.engine.overlap import (DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_
                                      plan_buckets, process_queue)
 from distrain.engine.tensors import (Kind, from_numpy, graph_finish, graph_start,
                                      is_indexed_slices, is_symbolic, to_numpy, unconverted)
-from distrain.ops import Average, Compression, parse_op
+from distrain.ops import Adasum, Average, Compression, parse_op
 
 __all__ = ["overlap_enabled", "bucket_sizes", "grouped_allreduce_async", "synchronize",
            "overlapped_allreduce", "start_overlapped_allreduce", "finish_overlapped_allreduce"]
@@ -148,22 +148,30 @@ def finish_overlapped_allreduce(tokens, plan) -> list:
 
 
 def overlapped_allreduce(tensors: Sequence, op=None, compression=Compression.none,
-                         name: str = "gradients") -> list:
+                         name: str = "gradients", process_set=None,
+                         prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> list:
     """Reduces gradients, overlapped with backward inside ``tf.function``.
 
     Args:
         tensors: the gradients (dense), in the variables' order.
-        op, compression, name: as :func:`distrain.grouped_allreduce`.
+        op, compression, name, process_set, prescale_factor, postscale_factor: as
+            :func:`distrain.grouped_allreduce`; a process set other than the global one, or
+            scale factors, reduce in one grouped allreduce (no overlap).
 
     Returns:
         The reduced tensors, in order. Where overlap does not apply, the result of one
         :func:`distrain.grouped_allreduce`.
     """
     tensors = list(tensors)
-    started = start_overlapped_allreduce(tensors, op, compression, name)
+    plain = (process_set not in (None, collectives.global_process_set)
+             or prescale_factor != 1.0 or postscale_factor != 1.0
+             or parse_op(Average if op is None else op) is Adasum)
+    started = None if plain else start_overlapped_allreduce(tensors, op, compression, name)
     if started is None:
-        return collectives.grouped_allreduce(tensors, op=op, compression=compression,
-                                             name=name)
+        return collectives.grouped_allreduce(
+            tensors, op=op, compression=compression, name=name,
+            process_set=process_set or collectives.global_process_set,
+            prescale_factor=prescale_factor, postscale_factor=postscale_factor)
     outputs: list = [None] * len(tensors)
     for token, bucket in zip(*started):
         for index, out in zip(bucket, graph_finish(synchronize, token,

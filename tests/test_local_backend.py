@@ -47,7 +47,7 @@ def test_local_compression_still_rounds(local):
 
 def test_average_flag_and_op_conflict(local):
     np.testing.assert_array_equal(hvd.allreduce(np.ones(2), average=False), np.ones(2))
-    with pytest.raises(ValueError, match="either op or the deprecated average"):
+    with pytest.raises(ValueError, match="op parameter supersedes average"):
         hvd.allreduce(np.ones(2), average=True, op=hvd.Sum)
 
 

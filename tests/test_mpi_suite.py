@@ -1,4 +1,4 @@
-"""Runs the rank-side collective suite (tests/ranks) under a real mpirun at 1, 2 and 4 ranks.
+"""Runs the rank-side collective suite (tests/ranks) under a real mpirun at 1, 2, 3 and 4 ranks.
 
 One mpirun serves all ~150 checks, so TensorFlow is imported once per rank.
 """
@@ -11,7 +11,7 @@ from conftest import run_mpi
 
 @pytest.mark.mpi
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
 def test_collectives_on_every_rank(ranks):
     result = run_mpi(ranks, ["-m", "pytest", "tests/ranks", "-o", "python_files=rank_*.py",
                              "-q", "-p", "no:cacheprovider", "--color=no"], timeout=360)

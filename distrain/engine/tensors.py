@@ -126,7 +126,8 @@ def unconverted(fn: Callable) -> Callable:
 
 
 def graph_collective(fn: Callable[[list[np.ndarray]], list[np.ndarray]], inputs: Sequence,
-                     out_shapes: Sequence, name: str | None = None) -> list:
+                     out_shapes: Sequence, name: str | None = None,
+                     out_dtypes: Sequence | None = None) -> list:
     """Runs a numpy-level collective as one op inside ``tf.function``.
 
     Args:
@@ -134,9 +135,10 @@ def graph_collective(fn: Callable[[list[np.ndarray]], list[np.ndarray]], inputs:
         inputs: graph tensors.
         out_shapes: the static shape of each result (None entries for unknown dims).
         name: the op's name.
+        out_dtypes: each result's dtype; the inputs' dtypes when None.
 
     Returns:
-        Graph tensors, one per result, with the inputs' dtypes and the given static shapes.
+        Graph tensors, one per result, with those dtypes and the given static shapes.
     """
     tf = _tf()
     inputs = [tf.convert_to_tensor(v) if isinstance(v, tf.Variable) else v for v in inputs]
@@ -144,8 +146,9 @@ def graph_collective(fn: Callable[[list[np.ndarray]], list[np.ndarray]], inputs:
     def run(*arrays):
         return fn([_contiguous(np.asarray(a)) for a in arrays])
 
-    outputs = tf.numpy_function(unconverted(run), list(inputs), [v.dtype for v in inputs],
-                                stateful=True, name=name)
+    dtypes = [v.dtype for v in inputs] if out_dtypes is None else list(out_dtypes)
+    outputs = tf.numpy_function(unconverted(run), list(inputs), dtypes, stateful=True,
+                                name=name)
     for out, shape in zip(outputs, out_shapes):
         out.set_shape(shape)
     return list(outputs)

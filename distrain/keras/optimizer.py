@@ -9,7 +9,8 @@ saving.
 from __future__ import annotations
 
 from distrain.keras_compat import is_keras3
-from distrain.ops import Average, Compression
+from distrain.ops import Average, Compression, Sum
+from distrain.process_sets import global_process_set
 from distrain.tensorflow import reduce_gradients
 
 __all__ = ["DistributedOptimizer"]
@@ -24,7 +25,8 @@ def _distributed_class(base):
         def apply(self, grads, trainable_variables=None):
             grads = reduce_gradients(grads, self._distrain_compression,
                                      self._distrain_sparse_as_dense, self._distrain_op,
-                                     name="optimizer gradients")
+                                     "optimizer gradients", self._distrain_process_set,
+                                     self._distrain_predivide)
             return base.apply(self, grads, trainable_variables)
         methods = {"apply": apply}
     else:
@@ -33,7 +35,8 @@ def _distributed_class(base):
             grads = reduce_gradients([g for g, _ in grads_and_vars],
                                      self._distrain_compression,
                                      self._distrain_sparse_as_dense, self._distrain_op,
-                                     name="optimizer gradients")
+                                     "optimizer gradients", self._distrain_process_set,
+                                     self._distrain_predivide)
             return base.apply_gradients(self, list(zip(grads, [v for _, v in grads_and_vars])),
                                         *args, **kwargs)
         methods = {"apply_gradients": apply_gradients}
@@ -44,8 +47,10 @@ def _distributed_class(base):
 
 
 def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse="",
-                         compression=Compression.none, sparse_as_dense=False, op=Average,
-                         backward_passes_per_step=1, **unused):
+                         compression=Compression.none, sparse_as_dense=False,
+                         gradient_predivide_factor=1.0, op=Average, backward_passes_per_step=1,
+                         average_aggregated_gradients=False, num_groups=0, groups=None,
+                         process_set=global_process_set, scale_local_gradients=True):
     """Returns a copy of ``optimizer`` that averages gradients across ranks before applying.
 
     Args:
@@ -54,15 +59,25 @@ def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse=""
         device_dense, device_sparse: accepted for Horovod compatibility; ignored.
         compression: ``Compression.none``, ``.fp16`` or ``.bf16``.
         sparse_as_dense: reduce tf.IndexedSlices as dense tensors.
+        gradient_predivide_factor: with Average, gradients are divided by this before the
+            sum and by ``size / factor`` after it.
         op: ``Average`` (default) or ``Sum``.
         backward_passes_per_step: only 1 is supported.
+        average_aggregated_gradients, num_groups, groups, scale_local_gradients: accepted
+            for Horovod's signature; distrain fuses every gradient by its own plan.
+        process_set: the ranks that reduce together; other ranks apply their own gradients.
 
     Returns:
         The distributed optimizer.
 
     Raises:
-        ValueError: ``backward_passes_per_step`` is not 1.
+        ValueError: an op other than Average or Sum; ``gradient_predivide_factor`` with Sum;
+            ``backward_passes_per_step`` is not 1.
     """
+    if op not in (Average, Sum):
+        raise ValueError("op currently only supports Average and Sum")
+    if gradient_predivide_factor != 1.0 and op is not Average:
+        raise ValueError("gradient_predivide_factor not supported with op != Average")
     if backward_passes_per_step != 1:
         raise ValueError("distrain's DistributedOptimizer reduces every step; "
                          "backward_passes_per_step must be 1 (accumulate gradients in "
@@ -74,4 +89,6 @@ def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse=""
     distributed._distrain_compression = compression
     distributed._distrain_sparse_as_dense = sparse_as_dense
     distributed._distrain_op = op
+    distributed._distrain_process_set = process_set
+    distributed._distrain_predivide = gradient_predivide_factor
     return distributed

@@ -59,11 +59,14 @@ def unwrap(value, kind):
     return value.numpy()
 
 
-def check(actual, want, dtype, shape):
+WIRE_TOLERANCE = {"none": 1e-6, "fp16": 1e-3, "bf16": 1e-2}  # an average's 1/size is not exact
+
+
+def check(actual, want, dtype, shape, wire="none"):
     actual = np.asarray(actual)
     assert actual.dtype == np_dtype(dtype), (actual.dtype, dtype)
     assert actual.shape == tuple(shape)
-    tol = {"float16": 1e-3, "bfloat16": 1e-2}.get(dtype, 1e-6)
+    tol = max({"float16": 1e-3, "bfloat16": 1e-2}.get(dtype, 1e-6), WIRE_TOLERANCE[wire])
     np.testing.assert_allclose(actual.astype(np.float64), want, rtol=tol, atol=tol)
 
 
@@ -84,7 +87,7 @@ def test_allreduce_compressed(dtype, op, compression):
     codec = hvd.Compression.by_name(compression)
     result = hvd.allreduce(tf.constant(value_of(RANK, shape, dtype)), op=op,
                            compression=codec)
-    check(result.numpy(), expected(shape, dtype, op), dtype, shape)
+    check(result.numpy(), expected(shape, dtype, op), dtype, shape, compression)
 
 
 def test_compression_rounds_like_the_wire_type():
@@ -101,7 +104,7 @@ def test_fp16_buckets_long_enough_for_tensorflows_conversions(op):
     want = expected(shape, "float32", op)
     compressed = hvd.allreduce(tf.constant(value_of(RANK, shape, "float32")), op=op,
                                compression=hvd.Compression.fp16)
-    check(compressed.numpy(), want, "float32", shape)
+    check(compressed.numpy(), want, "float32", shape, "fp16")
     halves = hvd.grouped_allreduce([value_of(RANK, shape, "float16"), np.ones(3, np.float16)],
                                    op=op)
     check(halves[0], expected(shape, "float16", op), "float16", shape)
@@ -144,7 +147,7 @@ def test_grouped_allreduce_hundreds_of_mixed_tensors(threshold, compression):
     assert len(results) == len(specs)
     for i, ((shape, dtype), result) in enumerate(zip(specs, results)):
         check(unwrap(result, KINDS[i % 3]), expected(shape, dtype, hvd.Average, salt=i),
-              dtype, shape)
+              dtype, shape, compression if dtype in ("float32", "float64") else "none")
 
 
 def test_random_floats_average_matches_numpy():
@@ -210,7 +213,7 @@ def test_indexed_slices_are_gathered():
             for row, index in enumerate([r, (r + 1) % 5]):
                 want[index] += value_of(r, (2, 4), "float32")[row]
         np.testing.assert_allclose(dense, want / (SIZE if op is hvd.Average else 1))
-    with pytest.raises(ValueError, match="summed or averaged"):
+    with pytest.raises(NotImplementedError, match="Only Sum and Average"):
         hvd.allreduce(slices, op=hvd.Max)
 
 

@@ -1,0 +1,150 @@
+"""The running backend of this process: starting and stopping it, the rank's place in the
+world, and the few facts the layers above may ask of it.
+
+Example:
+    >>> from distrain import runtime
+    >>> runtime.start("local"); runtime.rank(), runtime.size()
+    (0, 1)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from distrain import failfast
+from distrain.backends import Backend, create_backend
+from distrain.engine.overlap import drain_process_queue
+from distrain.ops import compressor_of
+
+__all__ = ["NotInitializedError", "start", "stop", "is_initialized", "backend", "rank", "size",
+           "local_rank", "local_size", "cross_rank", "cross_size", "backend_name",
+           "fusion_threshold", "chunk_bytes", "message_allreduce", "allreduce_runner",
+           "native_backend"]
+
+
+class NotInitializedError(ValueError):
+    """A collective or world query was used before :func:`distrain.init`."""
+
+
+_backend: Backend | None = None
+
+
+def start(name: str | None = None) -> Backend:
+    """Starts the backend once; later calls return the running one.
+
+    Args:
+        name: ``mpi``, ``horovod``, ``local`` or ``auto``; ``DISTRAIN_BACKEND`` when None.
+
+    Raises:
+        ValueError: unknown backend.
+        WorldError: the launcher's description and the backend disagree.
+    """
+    global _backend
+    if _backend is None:
+        _backend = create_backend(name)
+        if _backend.world.size > 1:
+            failfast.install(_backend.world.rank, _backend.abort)
+    return _backend
+
+
+def stop() -> None:
+    """Stops the backend; :func:`start` may be called again afterwards."""
+    global _backend
+    if _backend is not None:
+        _backend.shutdown()
+        _backend = None
+        failfast.uninstall()
+
+
+def is_initialized() -> bool:
+    """True between :func:`distrain.init` and :func:`distrain.shutdown`."""
+    return _backend is not None
+
+
+def backend() -> Backend:
+    """The running backend of the whole world, for the collective layer; the layers above
+    use the functions of :mod:`distrain.collectives` instead.
+
+    Raises:
+        NotInitializedError: before :func:`distrain.init`.
+    """
+    if _backend is None:
+        raise NotInitializedError("distrain has not been initialized; call distrain.init() "
+                                  "first")
+    return _backend
+
+
+def rank() -> int:
+    """This process's rank, 0 <= rank < size."""
+    return backend().world.rank
+
+
+def size() -> int:
+    """The number of ranks."""
+    return backend().world.size
+
+
+def local_rank() -> int:
+    """This process's rank among the ranks on its host."""
+    return backend().world.local_rank
+
+
+def local_size() -> int:
+    """The number of ranks on this host."""
+    return backend().world.local_size
+
+
+def cross_rank() -> int:
+    """The index of this host."""
+    return backend().world.cross_rank
+
+
+def cross_size() -> int:
+    """The number of hosts."""
+    return backend().world.cross_size
+
+
+def backend_name() -> str:
+    """The running backend's name: ``mpi``, ``horovod`` or ``local``."""
+    return backend().name
+
+
+def fusion_threshold() -> int:
+    """The most bytes one fusion bucket of the running backend holds."""
+    return backend().fusion_threshold
+
+
+def chunk_bytes() -> int:
+    """The most bytes one message of the running backend carries."""
+    return backend().chunk_bytes
+
+
+def native_backend() -> bool:
+    """True when the backend runs TensorFlow ops itself (Horovod's), not numpy collectives."""
+    return backend().native_tensorflow
+
+
+def allreduce_runner(op, compression, label: str):
+    """A function reducing a list of numpy arrays with the running backend, for the queue.
+
+    Args:
+        op: a :class:`~distrain.ops.ReduceOp`.
+        compression: a compressor or its name.
+        label: shown in error and stall messages.
+    """
+    active, wire_dtype = backend(), compressor_of(compression).wire_dtype
+    return lambda arrays: active.allreduce(arrays, op, wire_dtype, label)
+
+
+def message_allreduce(send: np.ndarray, recv: np.ndarray) -> None:
+    """Sums a float32 buffer across ranks as one message, without negotiation or fusion.
+
+    What the cost model calibrates its per-message constants on; every rank must call it
+    with the same size, at most :func:`chunk_bytes`.
+
+    Args:
+        send: this rank's values.
+        recv: where the sum goes, the same shape.
+    """
+    active = backend()
+    drain_process_queue()
+    active.message_allreduce(send, recv)
