@@ -84,3 +84,11 @@ def test_the_launcher_process_loads_neither_tensorflow_nor_mpi4py():
                           timeout=100)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_package_starts_distrain_run_through_an_interpreter_never_through_path():
+    found = [f"{_name(path)}:{node.lineno}" for path in _modules(".")
+             for node in ast.walk(ast.parse(path.read_text(), str(path)))
+             if isinstance(node, ast.List) and node.elts
+             and isinstance(node.elts[0], ast.Constant) and node.elts[0].value == "distrain-run"]
+    assert found == []

@@ -30,6 +30,7 @@ import tempfile
 
 from distrain import environment as env
 from distrain.ops import COMPRESSIONS
+from distrain.run.command import launcher_argv
 from distrain.timing.summary import summarize_rank
 from distrain.timing.timer import PHASES, StepTimer
 
@@ -174,7 +175,7 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
     # the link's calibration is kept apart from the host's own
     with tempfile.TemporaryDirectory(prefix="distrain-netcal-") as cache, \
             NamespaceHosts(args.hosts, None if bits is None else args.rate) as hosts:
-        command = ["distrain-run", "-np", str(args.hosts), *hosts.launch_args(),
+        command = [*launcher_argv(), "-np", str(args.hosts), *hosts.launch_args(),
                    "--start-timeout", "60", sys.executable, "-m", "distrain.bench",
                    "costmodel", *inner, "--calibrate"]
         link = measure_link(hosts)
