@@ -39,6 +39,26 @@ def _name(path: pathlib.Path) -> str:
     return str(path.relative_to(PACKAGE.parent))
 
 
+def test_the_package_imports_the_modules_it_uses_not_the_lazy_package_names():
+    """``import distrain`` then ``distrain.allreduce(...)`` goes through the package's lazy
+    ``__getattr__``, an edge that no import rule here could see."""
+    defined = {target.id for node in ast.parse((PACKAGE / "__init__.py").read_text()).body
+               if isinstance(node, ast.Assign) for target in node.targets
+               if isinstance(target, ast.Name)}
+    found = []
+    for path in _modules("."):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.extend(f"{_name(path)}:{node.lineno} imports distrain"
+                             for alias in node.names if alias.name == "distrain")
+            elif isinstance(node, ast.ImportFrom) and node.module == "distrain":
+                found.extend(f"{_name(path)}:{node.lineno} takes {alias.name} from distrain"
+                             for alias in node.names if alias.name not in defined
+                             and not (PACKAGE / alias.name).is_dir()
+                             and not (PACKAGE / f"{alias.name}.py").is_file())
+    assert found == []
+
+
 def test_the_core_never_imports_the_layers_above_it():
     above = tuple(f"distrain.{layer}" for layer in ABOVE_THE_CORE)
     found = [f"{_name(path)} imports {module}" for path in _modules(*CORE)

@@ -70,7 +70,7 @@ def run(func):
     """
     @functools.wraps(func)
     def wrapper(state, *args, **kwargs):
-        import distrain
+        from distrain import collectives
         listen()
         if relaunched() and state.restore():
             state.on_reset()
@@ -79,7 +79,7 @@ def run(func):
         try:
             return func(state, *args, **kwargs)
         except HostsUpdatedInterrupt:
-            distrain.barrier()       # the commit is written before any rank leaves
+            collectives.barrier()       # the commit is written before any rank leaves
             raise SystemExit(RESIZE_EXIT_CODE) from None
     return wrapper
 

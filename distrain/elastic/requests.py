@@ -76,9 +76,9 @@ def agreed() -> bool:
     if not _state["listening"]:
         return False
     import numpy as np
-    import distrain
-    if distrain.size() == 1:
+    from distrain import collectives, ops
+    if collectives.size() == 1:
         return _state["requested"]
-    flag = distrain.allreduce(np.int32(int(_state["requested"])), op=distrain.Max,
-                              name="elastic resize request")
+    flag = collectives.allreduce(np.int32(int(_state["requested"])), op=ops.Max,
+                                 name="elastic resize request")
     return bool(int(flag))

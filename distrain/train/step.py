@@ -8,7 +8,7 @@ to wait for once backward is done: the exposed part of the communication.
 """
 from __future__ import annotations
 
-import distrain
+from distrain import collectives
 from distrain.overlap import finish_overlapped_allreduce, start_overlapped_allreduce
 from distrain.timing.timer import StepTimer
 
@@ -117,8 +117,8 @@ class TrainStep:
             if tokens:
                 grads = finish_overlapped_allreduce(tokens, self._plan)
             else:
-                grads = distrain.grouped_allreduce(grads, compression=self.compression,
-                                                   name=f"gradients of step {step}")
+                grads = collectives.grouped_allreduce(grads, compression=self.compression,
+                                                      name=f"gradients of step {step}")
         with timer.phase("apply"):
             self._apply(grads)
         return loss, correct, int(y.shape[0])
