@@ -112,3 +112,21 @@ def test_the_package_starts_distrain_run_through_an_interpreter_never_through_pa
              if isinstance(node, ast.List) and node.elts
              and isinstance(node.elts[0], ast.Constant) and node.elts[0].value == "distrain-run"]
     assert found == []
+
+
+def test_one_module_owns_the_record_kinds_and_the_exit_codes():
+    """Records and exit codes (124, 130, 143, 75, ...) are named in distrain/protocol.py and
+    used by name everywhere else; the stall inspector's 124 in backends/stall.py is the one
+    literal left."""
+    codes = {75, 124, 127, 130, 137, 143}
+    allowed = {"distrain/protocol.py", "distrain/backends/stall.py"}
+    found = []
+    for path in _modules("."):
+        if _name(path) in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and not isinstance(node.value, bool) and (
+                    node.value in codes if isinstance(node.value, int)
+                    else isinstance(node.value, str) and "\x1edistrain" in node.value):
+                found.append(f"{_name(path)}:{node.lineno} {node.value!r}")
+    assert found == []

@@ -161,7 +161,7 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
     """
     from distrain.bench.netns import (NamespaceHosts, describe_link, measure_link, parse_rate,
                                       rank_environment, requirements_problem, untagged)
-    from distrain.run.rank import threads_per_rank
+    from distrain.cores import threads_per_rank
     try:
         bits = parse_rate(args.rate)
     except ValueError as exc:

@@ -22,8 +22,8 @@ import subprocess
 import sys
 import time
 
+from distrain.cores import usable_cores
 from distrain.run.command import LAUNCHER_NAME, launcher_argv
-from distrain.run.rank import usable_cores
 
 __all__ = ["main", "time_command", "TARGET_SECONDS"]
 

@@ -34,9 +34,9 @@ import sys
 
 from distrain.bench.netns import (NamespaceHosts, describe_link, measure_link, parse_rate,
                                   rank_environment, requirements_problem, untagged)
+from distrain.cores import threads_per_rank
 from distrain.ops import COMPRESSIONS
 from distrain.run.command import launcher_argv
-from distrain.run.rank import threads_per_rank
 
 __all__ = ["main", "bus_bandwidth"]
 

@@ -41,7 +41,7 @@ from distrain import environment as env
 from distrain.elastic.requests import agreed, elastic_job, listen, requested
 from distrain.elastic.state import (HostsUpdatedInterrupt, ObjectState, State,
                                     TensorFlowKerasState, TensorFlowState, state_path)
-from distrain.errors import RESIZE_EXIT_CODE
+from distrain.protocol import ExitCode
 
 __all__ = ["run", "State", "ObjectState", "TensorFlowKerasState", "TensorFlowState",
            "HostsUpdatedInterrupt", "KerasState", "CommitStateCallback",
@@ -62,7 +62,7 @@ def run(func):
     Before ``func`` runs: resize requests are taken (in a job of distrain-run's elastic
     mode); on a relaunch, the last commit is restored and broadcast from rank 0 and the reset
     callbacks are called; otherwise rank 0's state is broadcast. When ``func`` is interrupted
-    for a resize, the process exits with :data:`~distrain.errors.RESIZE_EXIT_CODE` once every
+    for a resize, the process exits with :attr:`~distrain.protocol.ExitCode.RESIZE` once every
     rank is there, and distrain-run relaunches the job at the new size.
 
     Returns:
@@ -80,7 +80,7 @@ def run(func):
             return func(state, *args, **kwargs)
         except HostsUpdatedInterrupt:
             collectives.barrier()       # the commit is written before any rank leaves
-            raise SystemExit(RESIZE_EXIT_CODE) from None
+            raise SystemExit(ExitCode.RESIZE) from None
     return wrapper
 
 

@@ -21,6 +21,7 @@ import sys
 import threading
 
 from distrain import environment as env
+from distrain.protocol import Record, format_record
 
 __all__ = ["elastic_job", "listen", "requested", "agreed"]
 
@@ -55,8 +56,7 @@ def listen() -> bool:
         # killed one.
         atexit.register(signal.signal, signal.SIGUSR1, signal.SIG_IGN)
         _state["listening"] = True
-    from distrain.run.rank import RECORD
-    sys.stdout.write(f"{RECORD}elastic listening=1\n")
+    sys.stdout.write(format_record(Record.ELASTIC, listening=1))
     sys.stdout.flush()
     return True
 

@@ -79,7 +79,8 @@ import os
 import sys
 
 from distrain import environment as env
-from distrain.errors import USAGE_EXIT_CODE, UsageError
+from distrain.errors import UsageError
+from distrain.protocol import ExitCode
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -227,6 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         return launch(config_from_args(ns))
     except UsageError as exc:
         print(f"distrain-run: error: {exc}", file=sys.stderr, flush=True)
-        return USAGE_EXIT_CODE
+        return ExitCode.USAGE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
