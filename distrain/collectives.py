@@ -19,8 +19,8 @@ import numpy as np
 from distrain import failfast
 from distrain.backends import Backend, check_root, create_backend
 from distrain.ops import Average, Compression, Compressor, ReduceOp, Sum, parse_op
-from distrain.engine.overlap import close_process_queue
-from distrain.engine.overlap import drain_process_queue as _in_order
+from distrain.engine.bucket_queue import close_process_queue
+from distrain.engine.bucket_queue import drain_process_queue as _in_order
 from distrain.engine.tensors import (Kind, from_numpy, graph_collective, is_indexed_slices,
                                      is_symbolic, kind_of, to_numpy)
 

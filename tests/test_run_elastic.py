@@ -1,4 +1,4 @@
-"""The elastic driver of distrain-run (distrain.run.elastic): flags, the blacklist, which
+"""The elastic driver of distrain-run (distrain.run.relaunch): flags, the blacklist, which
 hosts a launch takes, and what the driver does after each way a launch can end. The
 launches here are stand-ins that return an Outcome (the real ones run in
 tests/test_run_elastic_hosts.py and tests/docker); the discovery script is a real script."""
@@ -8,7 +8,7 @@ from distrain.errors import UsageError
 from distrain.protocol import ExitCode
 from distrain.run.cli import build_parser, config_from_args, main
 from distrain.run.config import LaunchConfig
-from distrain.run.elastic import Blacklist, UNNAMED_FAILURES, run_elastic, usable_hosts
+from distrain.run.relaunch import Blacklist, UNNAMED_FAILURES, run_elastic, usable_hosts
 from distrain.run.hosts import Host
 from distrain.run.outcome import Outcome
 

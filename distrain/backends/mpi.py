@@ -22,7 +22,7 @@ from distrain.engine.buffers import bfloat16
 from distrain.engine.fused import FusedEngine
 from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
 from distrain.engine.halfprec import add_into
-from distrain.engine.overlap import on_queue_thread
+from distrain.engine.bucket_queue import on_queue_thread
 from distrain.environment import World, WorldError
 from distrain.ops import ReduceOp
 

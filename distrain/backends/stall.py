@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from distrain.engine.overlap import on_queue_thread
+from distrain.engine.bucket_queue import on_queue_thread
 
 __all__ = ["StallInspector", "STALL_TAG"]
 

@@ -25,7 +25,7 @@ Run it with ``distrain-run --min-np 2 --max-np 4 --host-discovery-script ./hosts
 
 How it differs from Horovod: Horovod resets in the same processes and rolls back to the last
 commit in memory. An MPI world has a fixed size, so distrain relaunches the job at the new
-size (:mod:`distrain.run.elastic`): :meth:`State.commit` writes the state to disk atomically
+size (:mod:`distrain.run.relaunch`): :meth:`State.commit` writes the state to disk atomically
 (:mod:`distrain.elastic.state`), and when the job is to grow, ``commit()`` raises
 :class:`HostsUpdatedInterrupt` on every rank, :func:`run` ends the launch with exit code 75,
 and the relaunched program's ``run`` restores the last commit, broadcasts it from rank 0 and

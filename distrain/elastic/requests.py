@@ -1,7 +1,7 @@
 """Resize requests: how distrain-run asks the ranks of an elastic job to stop at a checkpoint.
 
 When discovery lists new hosts, distrain-run sends SIGUSR1 to mpirun, which forwards it to
-every rank (:mod:`distrain.run.elastic`). A rank only notes it; at the next checkpoint
+every rank (:mod:`distrain.run.relaunch`). A rank only notes it; at the next checkpoint
 boundary every rank calls :func:`agreed`, one small allreduce, so all ranks stop after the
 same step whichever of them the signal reached first. distrain-run sends the signal only
 once every rank has announced, by :func:`listen`, that it takes such requests: a program that

@@ -3,7 +3,7 @@
 Horovod resets an elastic job in the same processes: ``commit()`` copies the state in
 memory, and after a host change the survivors roll back to it and carry on. An MPI world has
 a fixed size, so distrain grows or shrinks a job by launching it again
-(:mod:`distrain.run.elastic`); the state therefore lives in a file. ``commit()`` has rank 0
+(:mod:`distrain.run.relaunch`); the state therefore lives in a file. ``commit()`` has rank 0
 write it atomically (the old or the new commit is on disk at every moment) and then checks
 for a resize request; a relaunch restores the last commit on rank 0 and broadcasts it.
 

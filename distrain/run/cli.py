@@ -64,7 +64,7 @@ Elastic jobs: ``--min-np N --max-np M --host-discovery-script SCRIPT`` relaunch 
 the hosts still listed, from its last checkpoint, when a host fails (the host is left out for
 ``--blacklist-cooldown`` seconds), and grow it at its next checkpoint when the script lists
 new hosts; below ``--min-np`` for ``--elastic-timeout`` seconds the job ends (exit 124),
-naming the hosts lost. See :mod:`distrain.run.elastic` and docs/elastic.md.
+naming the hosts lost. See :mod:`distrain.run.relaunch` and docs/elastic.md.
 
 Bad input (malformed ``-H`` or hostfile, ``-np`` above the slots, a missing program, an
 unknown flag, no mpirun): one line on stderr naming the problem, exit code 2, nothing started.

@@ -24,10 +24,10 @@ from distrain.run.command import (forwarded_names, heartbeat_interval, job_env, 
                                   rank_command)
 from distrain.run.config import LaunchConfig
 from distrain.run.discovery import DiscoveryTimeout, script_argv, wait_for_hosts
-from distrain.run.elastic import run_elastic
 from distrain.run.hosts import format_hosts, placement
 from distrain.run.outcome import Reason
 from distrain.run.output import Console, RankFiles
+from distrain.run.relaunch import run_elastic
 from distrain.run.supervisor import Job, supervise
 from distrain.run.vendors import Vendor, detect_vendor, find_mpirun, version_text
 
@@ -145,7 +145,7 @@ def _run(the_job: Job, the_plan: Plan, config: LaunchConfig, console: Console, f
 
 
 def _launch_elastic(config: LaunchConfig, environ, console: Console, files) -> int:
-    """Runs an elastic job (:func:`distrain.run.elastic.run_elastic`): each launch on the
+    """Runs an elastic job (:func:`distrain.run.relaunch.run_elastic`): each launch on the
     hosts the driver picks, its ranks told that they may be asked to resize."""
     fixed = dict(host_discovery_script=None, min_np=None, max_np=None, reset_limit=None)
 

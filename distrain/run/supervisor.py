@@ -16,7 +16,7 @@ on the rank wrappers' records (:mod:`distrain.run.rank`):
   ranks and hosts;
 - a started rank never reports how it ended (its host or container went away with it, and
   mpirun, which may exit 0 then, lost its daemon): code 1, naming the rank and its host;
-- an elastic job (:mod:`distrain.run.elastic`) wants more ranks: once every rank has said it
+- an elastic job (:mod:`distrain.run.relaunch`) wants more ranks: once every rank has said it
   takes resize requests (the ``elastic`` record of :mod:`distrain.elastic`), mpirun gets
   SIGUSR1, which it forwards to every rank; the ranks stop at their next checkpoint.
 

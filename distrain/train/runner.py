@@ -13,11 +13,12 @@ from distrain.keras_compat import optimizer_variables
 from distrain.timing.timer import StepTimer
 from distrain.train import checkpoint, data as datasets
 from distrain.train.config import TrainConfig
+from distrain.train.lr_schedule import Schedule
 from distrain.train.models import build_model
+from distrain.train.position import Position, position_of, rank_batch
 from distrain.train.progress import Printer
 from distrain.overlap import bucket_sizes, overlap_enabled
 from distrain.train.rank_setup import configure_tensorflow, quiet_tensorflow, rank_threads
-from distrain.train.resize import Position, Schedule, position_of, rank_batch
 from distrain.train.step import TrainStep
 
 __all__ = ["run", "TrainResult", "DivergenceError"]
