@@ -7,9 +7,9 @@ import sys
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "distrain"
-CORE = ["__init__.py", "environment.py", "ops.py", "errors.py", "files.py", "failfast.py",
-        "tfimport.py", "keras_compat.py", "collectives.py", "overlap.py", "engine", "backends",
-        "keras", "tensorflow", "elastic"]
+CORE = ["__init__.py", "environment.py", "protocol.py", "cores.py", "ops.py", "errors.py",
+        "files.py", "failfast.py", "tfimport.py", "keras_compat.py", "collectives.py",
+        "overlap.py", "engine", "backends", "keras", "tensorflow", "elastic"]
 ABOVE_THE_CORE = ("train", "timing", "costmodel", "bench")
 ABOVE_THE_COLLECTIVES = ("train", "timing", "costmodel", "bench", "run")
 
@@ -56,6 +56,16 @@ def test_the_package_imports_the_modules_it_uses_not_the_lazy_package_names():
                              for alias in node.names if alias.name not in defined
                              and not (PACKAGE / alias.name).is_dir()
                              and not (PACKAGE / f"{alias.name}.py").is_file())
+    assert found == []
+
+
+def test_the_rank_wrapper_and_the_modules_it_shares_use_the_standard_library_only():
+    shared = ("distrain.protocol", "distrain.cores")
+    found = [f"{_name(path)} imports {module}"
+             for path in _modules("run/rank.py", "protocol.py", "cores.py")
+             for module in _imports(path)
+             if module.split(".")[0] not in sys.stdlib_module_names
+             and not (module in shared or module.startswith(tuple(m + "." for m in shared)))]
     assert found == []
 
 
