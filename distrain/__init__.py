@@ -43,7 +43,9 @@ def __getattr__(name):
     if module is None:
         try:  # a submodule, e.g. distrain.collectives
             return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise                 # the submodule is there; a module it imports is not
             raise AttributeError(f"module 'distrain' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

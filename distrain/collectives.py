@@ -31,7 +31,7 @@ from distrain.basics import (ccl_built, check_num_rank_power_of_2, cuda_built, d
                              size_op, start_timeline, stop_timeline)
 from distrain.broadcasting import (broadcast, broadcast_, broadcast_global_variables,
                                    broadcast_object, broadcast_object_fn, broadcast_variables)
-from distrain.engine.overlap import close_process_queue
+from distrain.engine.bucket_queue import close_process_queue
 from distrain.gathering import allgather, allgather_object, alltoall, grouped_allgather
 from distrain.process_sets import (ProcessSet, add_process_set, global_process_set,
                                    remove_process_set)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import traceback
 
+from distrain.protocol import ExitCode
+
 __all__ = ["install", "uninstall", "exit_code_of"]
 
 _previous_hook = None
@@ -18,13 +20,13 @@ _previous_hook = None
 def exit_code_of(exc: BaseException) -> int:
     """The process exit code an exception stands for (SystemExit's code, 130 for Ctrl-C)."""
     if isinstance(exc, KeyboardInterrupt):
-        return 130
+        return ExitCode.INTERRUPTED
     if isinstance(exc, SystemExit):
         code = exc.code
         if code is None:
-            return 0
-        return code if isinstance(code, int) else 1
-    return 1
+            return ExitCode.OK
+        return code if isinstance(code, int) else ExitCode.FAILED
+    return ExitCode.FAILED
 
 
 def install(rank: int, abort) -> None:

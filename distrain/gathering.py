@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from distrain.engine.overlap import drain_process_queue
+from distrain.engine.bucket_queue import drain_process_queue
 from distrain.op_bridge import Call, horovod_errors, maybe_differentiable, run_collective
 from distrain.process_sets import backend_for, global_process_set
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from distrain import runtime
 from distrain.backends.base import CollectiveError
-from distrain.engine.overlap import drain_process_queue
+from distrain.engine.bucket_queue import drain_process_queue
 from distrain.engine.tensors import (Kind, from_numpy, graph_collective, is_symbolic,
                                      kind_of, to_numpy)
 from distrain.name_matching import NameMatcher

@@ -2,9 +2,9 @@
 backward, and Horovod's ``allreduce_async`` / ``synchronize`` pair.
 
 Inside ``tf.function``, :func:`overlapped_allreduce` cuts the gradients into buckets in the
-order backward makes them (:func:`distrain.engine.overlap.plan_buckets`; a small first bucket,
+order backward makes them (:func:`distrain.engine.bucket_queue.plan_buckets`; a small first bucket,
 then ``DISTRAIN_BUCKET_BYTES``, 25 MiB) and issues each bucket's allreduce as soon as its
-gradients exist, on one background thread (:class:`~distrain.engine.overlap.CollectiveQueue`);
+gradients exist, on one background thread (:class:`~distrain.engine.bucket_queue.CollectiveQueue`);
 TensorFlow keeps computing the rest of backward meanwhile, and the results are waited for
 only where they are used. Every collective of :mod:`distrain.collectives` first waits until
 the queue is idle, so collectives keep one order on every rank. Overlap is off unless
@@ -27,8 +27,8 @@ import numpy as np
 
 from distrain import collectives
 from distrain import environment as env
-from distrain.engine.overlap import (DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES,
-                                     plan_buckets, process_queue)
+from distrain.engine.bucket_queue import (DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES,
+                                          plan_buckets, process_queue)
 from distrain.engine.tensors import (Kind, from_numpy, graph_finish, graph_start,
                                      is_indexed_slices, is_symbolic, to_numpy, unconverted)
 from distrain.ops import Adasum, Average, Compression, parse_op

@@ -12,7 +12,7 @@ import numpy as np
 
 from distrain import failfast
 from distrain.backends import Backend, create_backend
-from distrain.engine.overlap import drain_process_queue
+from distrain.engine.bucket_queue import drain_process_queue
 from distrain.ops import compressor_of
 
 __all__ = ["NotInitializedError", "start", "stop", "is_initialized", "backend", "rank", "size",

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from distrain import runtime
-from distrain.engine.overlap import drain_process_queue
+from distrain.engine.bucket_queue import drain_process_queue
 from distrain.op_bridge import horovod_errors
 from distrain.process_sets import backend_for
 

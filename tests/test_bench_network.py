@@ -1,6 +1,9 @@
 """python -m distrain.bench network: its rate and bandwidth arithmetic, and one short run over
 real namespace hosts with a tc-limited link (figures checked for form, never for time)."""
 import json
+import subprocess
+import sys
+import types
 
 import pytest
 
@@ -26,6 +29,22 @@ def test_bus_bandwidth_is_the_rings_share_of_the_bytes_per_second():
     assert network.bus_bandwidth(1e6, 4, 0.008) == pytest.approx(1.5e9)
     assert network.bus_bandwidth(1e6, 2, 0.008, wire_ratio=0.5) == pytest.approx(5e8)
     assert network.bus_bandwidth(1e6, 1, 0.008) == 0.0
+
+
+def test_the_launcher_starts_through_this_interpreter_not_path(monkeypatch):
+    # from a virtual environment that is not activated, PATH has no distrain-run
+    monkeypatch.setenv("PATH", "/nowhere")
+    started = []
+
+    def run(argv, **kwargs):
+        started.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout='{"step_ms": 1}\n', stderr="")
+
+    monkeypatch.setattr(network.subprocess, "run", run)
+    hosts = types.SimpleNamespace(addresses=["10.0.0.1", "10.0.0.2"], launch_args=lambda: [])
+    args = types.SimpleNamespace(model="mlp", steps=3, warmup=1, batch_size=8, timeout=60)
+    assert network._train(hosts, args, "none", False, 1) == {"step_ms": 1}
+    assert started[0][:3] == [sys.executable, "-m", "distrain.run"]
 
 
 @pytest.mark.parametrize("flags", [["--compression", "fp8"], ["--rounds", "0"]])

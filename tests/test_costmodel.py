@@ -226,7 +226,7 @@ def test_predict_runs_without_training_or_mpi(keras):
     assert len(overlapped.owners) == len(model.trainable_variables)
     assert overlapped.owners == sorted(overlapped.owners) and names[-1] == "loss"
     assert all(overlapped.owners[i] < len(names) - 1 for i in range(len(overlapped.owners)))
-    from distrain.costmodel.overlap import exposed_allreduce
+    from distrain.costmodel.exposed_allreduce import exposed_allreduce
     assert overlapped.phases["allreduce"] == pytest.approx(overlapped.wait + exposed_allreduce(
         [t for _, t in overlapped.submodels], overlapped.owners, overlapped.gradient_shapes,
         overlapped.gradient_dtypes, comm, 64, 256))
@@ -267,7 +267,7 @@ def test_bench_costmodel_predicts_every_phase_under_mpirun_with_2_ranks(tmp_path
 
 
 def test_overlapped_buckets_leave_exposed_only_what_runs_past_backward():
-    from distrain.costmodel.overlap import (bucket_schedule, exposed_allreduce,
+    from distrain.costmodel.exposed_allreduce import (bucket_schedule, exposed_allreduce,
                                             recommended_bucket_bytes)
     comm = CommModel(size=2, alpha=0.0, beta=1e-9)   # 1 MB of float32 takes 1 ms at 2 ranks
     shapes, dtypes = [(250_000,)] * 3, ["float32"] * 3

@@ -100,7 +100,7 @@ class Elastic:
         self.listing = tmp_path / "hosts.txt"
         self.listing.write_text(f"localhost:{slots}\n")
         self.state = tmp_path / "state"
-        argv = ["distrain-run", "--min-np", "1", "--max-np", "2", "--host-discovery-script",
+        argv = [sys.executable, "-m", "distrain.run", "--min-np", "1", "--max-np", "2", "--host-discovery-script",
                 f"cat {self.listing}", *flags, sys.executable, PROGRAM, *program_args]
         self.out = tmp_path / "out.txt"
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=rank_env(

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from distrain.engine.overlap import CollectiveQueue, on_queue_thread, plan_buckets
+from distrain.engine.bucket_queue import CollectiveQueue, on_queue_thread, plan_buckets
 from distrain.overlap import bucket_sizes, overlap_enabled
 
 

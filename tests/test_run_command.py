@@ -5,12 +5,14 @@ import io
 import pytest
 
 from distrain import environment as env
+from distrain.cores import thread_defaults
 from distrain.errors import UsageError
+from distrain.protocol import Record, format_record, parse_record
 from distrain.run.command import (WRAPPER, env_flags, forwarded_names, heartbeat_interval,
                                   job_env, mpirun_argv, rank_command)
 from distrain.run.config import LaunchConfig
 from distrain.run.output import Console
-from distrain.run.rank import Splitter, parse_record, thread_defaults
+from distrain.run.rank import Splitter
 from distrain.run.vendors import MPICH, OPENMPI4, OPENMPI5, detect_vendor
 
 PY = "/usr/bin/python3"
@@ -178,6 +180,13 @@ def test_records_are_told_from_output():
     assert parse_record("\x1edistrain exit code=3 signal=0 stopped=1") == (
         "exit", {"code": "3", "signal": "0", "stopped": "1"})
     assert parse_record("exit code=3") is None
+
+
+def test_a_record_reads_back_as_written_and_an_unknown_kind_is_output():
+    line = format_record(Record.START, host="n1", pid=7)
+    assert parse_record(line) == (Record.START, {"host": "n1", "pid": "7"})
+    assert parse_record(format_record(Record.BEAT)) == (Record.BEAT, {})
+    assert parse_record("\x1edistrain nonsense a=1") is None
 
 
 def test_console_tags_lines_and_redraws_rank_0_bar_in_place():

@@ -1,13 +1,14 @@
-"""The elastic driver of distrain-run (distrain.run.elastic): flags, the blacklist, which
+"""The elastic driver of distrain-run (distrain.run.relaunch): flags, the blacklist, which
 hosts a launch takes, and what the driver does after each way a launch can end. The
 launches here are stand-ins that return an Outcome (the real ones run in
 tests/test_run_elastic_hosts.py and tests/docker); the discovery script is a real script."""
 import pytest
 
-from distrain.errors import RESIZE_EXIT_CODE, UsageError
+from distrain.errors import UsageError
+from distrain.protocol import ExitCode
 from distrain.run.cli import build_parser, config_from_args, main
 from distrain.run.config import LaunchConfig
-from distrain.run.elastic import Blacklist, UNNAMED_FAILURES, run_elastic, usable_hosts
+from distrain.run.relaunch import Blacklist, UNNAMED_FAILURES, run_elastic, usable_hosts
 from distrain.run.hosts import Host
 from distrain.run.outcome import Outcome
 
@@ -47,9 +48,10 @@ def _drive(config, launches, clock=None):
 
 
 def _failed(host, code=137, words="Killed"):
-    return Outcome(code, "rank", f"rank 1 on host {host} exited with code {code}; stopped the "
-                                 f"other ranks; the last lines of its stderr:\n    {words}",
-                   (host,))
+    summary = f"rank 1 on host {host} exited with code {code}"
+    return Outcome(code, "rank", f"{summary}; stopped the other ranks; the last lines of its "
+                                 f"stderr:\n    {words}", (host,), summary=summary,
+                   signal=code - 128 if code > 128 else 0, last_words=words)
 
 
 # --- flags ---------------------------------------------------------------------------------
@@ -165,7 +167,7 @@ def test_a_host_back_within_the_timeout_lets_the_job_go_on(tmp_path):
 
 def test_a_resize_at_a_checkpoint_relaunches_without_blaming_a_host(tmp_path):
     script, _ = _listing(tmp_path, "a:1\nb:1\nc:1\n")
-    grown = Outcome(RESIZE_EXIT_CODE, "rank", "rank 0 exited with code 75", ("a",),
+    grown = Outcome(ExitCode.RESIZE, "rank", "rank 0 exited with code 75", ("a",),
                     resize_asked=True)
     launches = Launches(grown, Outcome(0, "ok"))
     code, lines = _drive(_config(script, np=2, max_np=3), launches)

@@ -1,12 +1,14 @@
-"""Resuming on another number of ranks (distrain.train.resize): where the run is, the
-per-rank batch, the learning-rate ramp, the re-cut shards, and the kept checkpoints."""
+"""Resuming on another number of ranks (distrain.train.position, distrain.train.lr_schedule):
+where the run is, the per-rank batch, the learning-rate ramp, the re-cut shards, and the kept
+checkpoints."""
 import numpy as np
 import pytest
 
 from distrain.errors import UsageError
 from distrain.train import checkpoint
 from distrain.train.data.arrays import Dataset, shard_batches
-from distrain.train.resize import Position, Schedule, position_of, rank_batch
+from distrain.train.lr_schedule import Schedule
+from distrain.train.position import Position, position_of, rank_batch
 
 
 def _data(samples=1000):

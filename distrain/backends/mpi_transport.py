@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
+from distrain.engine.bucket_queue import on_queue_thread
 from distrain.engine.buffers import bfloat16
 from distrain.engine.halfprec import add_into
-from distrain.engine.overlap import on_queue_thread
 from distrain.ops import ReduceOp
 
 __all__ = ["MPITransport", "SilentTransport"]

@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from distrain.engine.overlap import on_queue_thread
+from distrain.engine.bucket_queue import on_queue_thread
+from distrain.protocol import ExitCode
 
 __all__ = ["StallInspector", "STALL_TAG"]
 
@@ -97,7 +98,7 @@ class StallInspector:
                       f"DISTRAIN_STALL_SHUTDOWN_SECONDS={self.shutdown_seconds:g}: a rank, its "
                       f"host or the network between them is gone; aborting the job",
                       file=sys.stderr, flush=True)
-                self.abort(124)
+                self.abort(int(ExitCode.TIMEOUT))
                 return
 
     def wait(self, request, seq: int, label: str) -> None:
@@ -142,7 +143,7 @@ class StallInspector:
                       f"{waited:.0f} s, past DISTRAIN_STALL_SHUTDOWN_SECONDS="
                       f"{self.shutdown_seconds:g}; aborting the job", file=sys.stderr,
                       flush=True)
-                self.abort(124)
+                self.abort(int(ExitCode.TIMEOUT))
         self._arrived.pop(seq, None)
         self._pending_sends = [r for r in self._pending_sends if not r.Test()]
 

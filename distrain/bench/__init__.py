@@ -21,7 +21,7 @@ BENCHMARKS = {
     "costmodel": ("distrain.bench.costmodel", "predicted against measured step time"),
     "network": ("distrain.bench.network", "training over namespace hosts whose links are "
                 "limited by tc (root)"),
-    "elastic": ("distrain.bench.elastic", "an elastic job through random host kills on "
+    "elastic": ("distrain.bench.host_kills", "an elastic job through random host kills on "
                 "namespace hosts (root)"),
 }
 

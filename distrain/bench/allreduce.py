@@ -77,30 +77,30 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(env.TF_CPP_MIN_LOG_LEVEL, "3")  # as the training program
     tf = import_tensorflow()
 
-    import distrain
+    from distrain import collectives, ops
     from distrain.bench.shapes import resnet50_shapes
-    distrain.init("mpi")
+    collectives.init("mpi")
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
-    size, rank = distrain.size(), distrain.rank()
+    size, rank = collectives.size(), collectives.rank()
     rng = np.random.default_rng(rank)
     shapes = resnet50_shapes()
     grads = [tf.constant(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
     nbytes = sum(int(np.prod(s)) * 4 for s in shapes)
-    compression = distrain.Compression.by_name(args.compression)
+    compression = ops.Compression.by_name(args.compression)
 
     flat_in = np.ones(nbytes // 4, np.float32)
     flat_out = np.empty_like(flat_in)
     raw = _median_time(lambda: comm.Allreduce(flat_in, flat_out, MPI.SUM), comm,
                        args.iters, args.warmup)
-    chunk = max(1, distrain.collectives.chunk_bytes() // 4)
+    chunk = max(1, collectives.chunk_bytes() // 4)
 
     def raw_chunked():
         for start in range(0, flat_in.size, chunk):
             comm.Allreduce(flat_in[start:start + chunk], flat_out[start:start + chunk], MPI.SUM)
 
     raw_chunked_time = _median_time(raw_chunked, comm, args.iters, args.warmup)
-    ours = _median_time(lambda: distrain.grouped_allreduce(grads, compression=compression),
+    ours = _median_time(lambda: collectives.grouped_allreduce(grads, compression=compression),
                         comm, args.iters, args.warmup)
     result = {
         "ranks": size, "tensors": len(shapes), "megabytes": round(nbytes / 1e6, 1),
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(ours / raw, 3) if raw > 0 else None,
         "distrain_busbw_gbs": round(bus_bandwidth(nbytes, ours, size) / 1e9, 2),
         "raw_mpi_busbw_gbs": round(bus_bandwidth(nbytes, raw, size) / 1e9, 2),
-        "fusion_threshold": distrain.collectives.fusion_threshold(),
-        "chunk_bytes": distrain.collectives.chunk_bytes(),
+        "fusion_threshold": collectives.fusion_threshold(),
+        "chunk_bytes": collectives.chunk_bytes(),
         "mpi": MPI.Get_library_version().split(",")[0].strip(),
     }
     if rank == 0:
@@ -126,5 +126,5 @@ def main(argv: list[str] | None = None) -> int:
                   f"busbw {result['raw_mpi_busbw_gbs']:6.2f} GB/s")
             print(f"  raw MPI, chunked as distrain {result['raw_mpi_chunked_ms']:8.2f} ms")
             print(f"  ratio distrain / raw        {result['ratio']:9.3f}", flush=True)
-    distrain.shutdown()
+    collectives.shutdown()
     return 0

@@ -30,6 +30,7 @@ import tempfile
 
 from distrain import environment as env
 from distrain.ops import COMPRESSIONS
+from distrain.run.command import launcher_argv
 from distrain.timing.summary import summarize_rank
 from distrain.timing.timer import PHASES, StepTimer
 
@@ -54,7 +55,7 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list, objec
     per phase and ``total``, measured as the median over ranks of each rank's median, why
     the run was disturbed: :func:`distrain.timing.trust.disturbances`, and the
     communication model it used)."""
-    import distrain
+    from distrain import collectives
     from distrain.timing.report import build_report
     from distrain.timing.trust import disturbances
     from distrain.train.config import TrainConfig
@@ -66,8 +67,8 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list, objec
                          quiet=True, calibrate=calibrate, timing_warmup=args.warmup,
                          compression=args.compression, overlap=args.overlap)
     result = run(config)
-    summary = summarize_rank(result.timer.steps, distrain.rank(), "", args.warmup)
-    everyone = distrain.allgather_object(summary)
+    summary = summarize_rank(result.timer.steps, collectives.rank(), "", args.warmup)
+    everyone = collectives.allgather_object(summary)
     mine = dict(summary.phases, total=summary.total)
     measured = {k: statistics.median(s.seconds(k) for s in everyone) for k in mine}
     predicted = dict(result.prediction.phases, total=result.prediction.total)
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--hosts must be at least 2")
         return _over_namespace_hosts(args, argv if argv is not None else sys.argv[1:])
 
-    import distrain
+    from distrain import collectives
     models = args.models.split(",")
     runs: dict[str, list] = {model: [] for model in models}
     for repeat in range(args.repeats):
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         predicted = {k: statistics.median(r[0][k] for r in runs[model]) for k in runs[model][0][0]}
         measured = {k: statistics.median(r[1][k] for r in runs[model]) for k in runs[model][0][1]}
         errors = [_error(r[0]["total"], r[1]["total"]) for r in runs[model]]
-        rows.append({"model": model, "ranks": distrain.size(),
+        rows.append({"model": model, "ranks": collectives.size(),
                      "predicted_ms": {k: round(v * 1e3, 3) for k, v in predicted.items()},
                      "measured_ms": {k: round(v * 1e3, 3) for k, v in measured.items()},
                      "run_errors_pct": errors,
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                    "beta_ns_per_byte": round(comm.beta * 1e9, 4),
                    "source": comm.calibration.get("source"),
                    "problem": comm.calibration.get("problem", "")}
-    if distrain.rank() == 0:
+    if collectives.rank() == 0:
         if args.json:
             print(json.dumps({"rows": rows, "repeats": args.repeats,
                               "timer_overhead_us": round(overhead * 1e6, 2),
@@ -160,7 +161,7 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
     """
     from distrain.bench.netns import (NamespaceHosts, describe_link, measure_link, parse_rate,
                                       rank_environment, requirements_problem, untagged)
-    from distrain.run.rank import threads_per_rank
+    from distrain.cores import threads_per_rank
     try:
         bits = parse_rate(args.rate)
     except ValueError as exc:
@@ -174,7 +175,7 @@ def _over_namespace_hosts(args, argv: list[str]) -> int:
     # the link's calibration is kept apart from the host's own
     with tempfile.TemporaryDirectory(prefix="distrain-netcal-") as cache, \
             NamespaceHosts(args.hosts, None if bits is None else args.rate) as hosts:
-        command = ["distrain-run", "-np", str(args.hosts), *hosts.launch_args(),
+        command = [*launcher_argv(), "-np", str(args.hosts), *hosts.launch_args(),
                    "--start-timeout", "60", sys.executable, "-m", "distrain.bench",
                    "costmodel", *inner, "--calibrate"]
         link = measure_link(hosts)
@@ -216,8 +217,8 @@ def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 
 
 def _print(rows: list[dict], args, overhead: float, calibration: dict) -> None:
-    import distrain
-    print(f"cost model, {distrain.size()} rank(s), batch {args.batch_size} per rank, "
+    from distrain import collectives
+    print(f"cost model, {collectives.size()} rank(s), batch {args.batch_size} per rank, "
           f"{args.steps} timed steps, median of {args.repeats} run(s) per model, compression "
           f"{args.compression}, overlap {'on' if args.overlap else 'off'}")
     print(f"  {'model':8s} {'phase':10s} {'predicted ms':>13s} {'measured ms':>12s}")

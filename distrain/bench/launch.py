@@ -1,8 +1,9 @@
 """``python -m distrain.bench launch``: distrain-run's start-up overhead over bare mpirun.
 
 Times ``distrain-run -np N python -c pass`` against ``mpirun -np N python -c pass`` (with the
-root and oversubscription flags distrain-run would add), both as found on PATH, alternating,
-after one untimed run of each. Prints the median wall time of each, the overhead, the target
+root and oversubscription flags distrain-run would add), alternating, after one untimed run of
+each: mpirun as found on PATH, distrain-run as the console script beside this interpreter
+(``python -m distrain.run`` where there is none), and this interpreter as the program. Prints the median wall time of each, the overhead, the target
 (0.3 s) and the largest resident set among each launch's processes; then, to show where the
 overhead goes, the launcher's start-up alone (``distrain-run --version``) and what
 ``import distrain`` adds to a bare ``python -c pass``.
@@ -21,7 +22,8 @@ import subprocess
 import sys
 import time
 
-from distrain.run.rank import usable_cores
+from distrain.cores import usable_cores
+from distrain.run.command import LAUNCHER_NAME, launcher_argv
 
 __all__ = ["main", "time_command", "TARGET_SECONDS"]
 
@@ -44,9 +46,9 @@ def time_command(argv: list[str]) -> tuple[float, int, int]:
 
 
 def _commands(np_: int) -> dict[str, list[str]]:
-    program = ["python", "-c", "pass"]
+    program = [sys.executable, "-c", "pass"]
     mpirun = shutil.which("mpirun") or shutil.which("mpiexec")
-    launcher = shutil.which("distrain-run")
+    script = os.path.join(os.path.dirname(sys.executable), LAUNCHER_NAME)
     if mpirun is None:
         raise SystemExit("bench launch: no mpirun on PATH")
     bare = [mpirun, "-np", str(np_)]
@@ -54,7 +56,7 @@ def _commands(np_: int) -> dict[str, list[str]]:
         bare.append("--allow-run-as-root")
     if np_ > usable_cores():
         bare.append("--oversubscribe")
-    ours = [launcher] if launcher else [sys.executable, "-m", "distrain.run"]
+    ours = [script] if os.access(script, os.X_OK) else launcher_argv()
     return {"mpirun": bare + program, "distrain-run": ours + ["-np", str(np_)] + program,
             "start-up": ours + ["--version"],
             "python": [sys.executable, "-c", "pass"],

@@ -18,7 +18,7 @@ engine sets its policy to DROP).
 
 Example:
     >>> with NamespaceHosts(2, rate="1gbit") as hosts:        # doctest: +SKIP
-    ...     argv = ["distrain-run", "-np", "2", *hosts.launch_args(), "python", "train.py"]
+    ...     argv = [*launcher_argv(), "-np", "2", *hosts.launch_args(), "python", "train.py"]
 """
 from __future__ import annotations
 

@@ -34,8 +34,9 @@ import sys
 
 from distrain.bench.netns import (NamespaceHosts, describe_link, measure_link, parse_rate,
                                   rank_environment, requirements_problem, untagged)
+from distrain.cores import threads_per_rank
 from distrain.ops import COMPRESSIONS
-from distrain.run.rank import threads_per_rank
+from distrain.run.command import launcher_argv
 
 __all__ = ["main", "bus_bandwidth"]
 
@@ -60,7 +61,7 @@ def bus_bandwidth(gradient_bytes: float, ranks: int, seconds: float,
 
 
 def _train(hosts: NamespaceHosts, args, compression: str, overlap: bool, threads: int) -> dict:
-    argv = ["distrain-run", "-np", str(len(hosts.addresses)), *hosts.launch_args(),
+    argv = [*launcher_argv(), "-np", str(len(hosts.addresses)), *hosts.launch_args(),
             "--start-timeout", "60", sys.executable, "-m", "distrain.bench", "train",
             "--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--batch-size", str(args.batch_size), "--compression", compression, "--json",

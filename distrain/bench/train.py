@@ -31,18 +31,18 @@ def allreduce_alone(specs, compression: str, repeats: int) -> float:
         compression: the wire compression's name.
         repeats: timed calls.
     """
-    import distrain
+    from distrain import collectives
     from distrain.tfimport import import_tensorflow
     tf = import_tensorflow()
     tensors = [tf.ones(shape, dtype) for shape, dtype in specs]
-    distrain.barrier()
+    collectives.barrier()
     seconds = []
     for number in range(3 + repeats):
         start = time.perf_counter()
-        distrain.grouped_allreduce(tensors, compression=compression, name="allreduce alone")
+        collectives.grouped_allreduce(tensors, compression=compression, name="allreduce alone")
         if number >= 3:
             seconds.append(time.perf_counter() - start)
-    return max(distrain.allgather_object(statistics.median(seconds)))
+    return max(collectives.allgather_object(statistics.median(seconds)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         p.error("--steps and --batch-size must be >= 1, --warmup >= 0")
 
-    import distrain
+    from distrain import collectives
     from distrain.train.config import TrainConfig
     from distrain.train.runner import run
     steps = args.warmup + args.steps
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                          compression=args.compression, quiet=True, cost_model=False,
                          overlap=args.overlap)
     result = run(config)
-    size = distrain.size()
-    mine = summarize_rank(result.timer.steps, distrain.rank(), "", args.warmup)
-    slowest = max(distrain.allgather_object(mine.total))
+    size = collectives.size()
+    mine = summarize_rank(result.timer.steps, collectives.rank(), "", args.warmup)
+    slowest = max(collectives.allgather_object(mine.total))
     phases = mine.phases
     figures = {"model": args.model, "dataset": args.dataset, "ranks": size,
                "overlap": args.overlap, "batch_per_rank": args.batch_size,
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                    result.gradient_specs, args.compression, args.steps) * 1e3, 3)
                if size > 1 else 0.0,
                "rank0_phase_ms": {k: round(v * 1e3, 3) for k, v in phases.items()}}
-    if distrain.rank() == 0:
+    if collectives.rank() == 0:
         if args.json:
             print(json.dumps(figures), flush=True)
         else:

@@ -30,7 +30,6 @@ import time
 
 import numpy as np
 
-import distrain
 from distrain import collectives
 from distrain import environment as env
 from distrain.costmodel.compute import median_seconds
@@ -56,7 +55,7 @@ def cache_path(size: int, backend: str, local_size: int | None = None) -> str:
 
 
 def _slowest(seconds: float) -> float:
-    return max(distrain.allgather_object(seconds))
+    return max(collectives.allgather_object(seconds))
 
 
 def _sweep(chunk_bytes: int, repeats: int):
@@ -66,7 +65,7 @@ def _sweep(chunk_bytes: int, repeats: int):
         buf = np.ones(nbytes // 4, np.float32)
         out = np.empty_like(buf)
         run = lambda b=buf, o=out: collectives.message_allreduce(b, o)  # noqa: E731
-        distrain.barrier()
+        collectives.barrier()
         sizes.append(nbytes)
         times.append(_slowest(median_seconds(run, repeats)))
         nbytes *= 4
@@ -130,7 +129,7 @@ def calibrate(repeats: int = 20) -> CommModel:
         The fitted :class:`CommModel`; its ``calibration`` says when and under what load it
         was measured, and ``problem`` why the fit is implausible (empty when it is not).
     """
-    size = distrain.size()
+    size = collectives.size()
     chunk, threshold = collectives.chunk_bytes(), collectives.fusion_threshold()
     alpha = beta = 0.0
     problem, sweep = "", {}
@@ -143,8 +142,8 @@ def calibrate(repeats: int = 20) -> CommModel:
     import tensorflow as tf  # the per-tensor cost includes TensorFlow's conversions
     one = [tf.ones([4])]
     many = [tf.ones([4])] * 32
-    single = _slowest(median_seconds(lambda: distrain.grouped_allreduce(one), repeats))
-    multi = _slowest(median_seconds(lambda: distrain.grouped_allreduce(many), repeats))
+    single = _slowest(median_seconds(lambda: collectives.grouped_allreduce(one), repeats))
+    multi = _slowest(median_seconds(lambda: collectives.grouped_allreduce(many), repeats))
     tensor_overhead = max(multi - single, 0.0) / 31
     # What one call costs beyond its host share and its message: the negotiation.
     host = median_seconds(host_allreduce(one, size, threshold, chunk), repeats)
@@ -172,21 +171,21 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
     Returns:
         The :class:`CommModel`, its ``calibration`` filled in (``path``: the cache file).
     """
-    path = cache_path(distrain.size(), collectives.backend_name(), distrain.local_size())
+    path = cache_path(collectives.size(), collectives.backend_name(), collectives.local_size())
     cached = None
-    if distrain.rank() == 0 and not recalibrate and os.path.isfile(path):
+    if collectives.rank() == 0 and not recalibrate and os.path.isfile(path):
         try:
             with open(path) as handle:
                 cached = json.load(handle)
         except (OSError, ValueError):
             cached = None
-    cached = distrain.allgather_object(cached)[0]
+    cached = collectives.allgather_object(cached)[0]
     if cached is not None and (cached.get("version") != VERSION or cached.get("stale")
                                or cached.get("chunk_bytes") != collectives.chunk_bytes()):
         cached = None  # older distrain, found stale by a run, or another chunk size
     if cached is None:
         model = calibrate()
-        if distrain.rank() == 0 and not model.calibration["problem"]:
+        if collectives.rank() == 0 and not model.calibration["problem"]:
             _write(path, dict(_constants(model), version=VERSION, **model.calibration))
         return dataclasses.replace(model, calibration=dict(model.calibration, path=path))
     fields = {k: cached[k] for k in CommModel.__dataclass_fields__

@@ -12,7 +12,7 @@ import statistics
 import numpy as np
 
 from distrain.costmodel.compute import adjacent_pairs
-from distrain.costmodel.overlap import exposed_allreduce, recommended_bucket_bytes
+from distrain.costmodel.exposed_allreduce import exposed_allreduce, recommended_bucket_bytes
 from distrain.costmodel.ring import WHATIF_SIZES, CommModel
 
 __all__ = ["Prediction", "predict", "call_cost", "whatif", "combine", "expected_wait"]
@@ -42,7 +42,7 @@ class Prediction:
         owners: for each gradient, the index of its sub-model in ``submodels``.
         buckets: ``(first bucket bytes, bucket bytes)`` when the step overlaps the
             allreduce with backward (its allreduce phase is then the exposed part,
-            :mod:`distrain.costmodel.overlap`); None when it does not.
+            :mod:`distrain.costmodel.exposed_allreduce`); None when it does not.
     """
 
     phases: dict

@@ -25,7 +25,7 @@ Run it with ``distrain-run --min-np 2 --max-np 4 --host-discovery-script ./hosts
 
 How it differs from Horovod: Horovod resets in the same processes and rolls back to the last
 commit in memory. An MPI world has a fixed size, so distrain relaunches the job at the new
-size (:mod:`distrain.run.elastic`): :meth:`State.commit` writes the state to disk atomically
+size (:mod:`distrain.run.relaunch`): :meth:`State.commit` writes the state to disk atomically
 (:mod:`distrain.elastic.state`), and when the job is to grow, ``commit()`` raises
 :class:`HostsUpdatedInterrupt` on every rank, :func:`run` ends the launch with exit code 75,
 and the relaunched program's ``run`` restores the last commit, broadcasts it from rank 0 and
@@ -41,7 +41,7 @@ from distrain import environment as env
 from distrain.elastic.requests import agreed, elastic_job, listen, requested
 from distrain.elastic.state import (HostsUpdatedInterrupt, ObjectState, State,
                                     TensorFlowKerasState, TensorFlowState, state_path)
-from distrain.errors import RESIZE_EXIT_CODE
+from distrain.protocol import ExitCode
 
 __all__ = ["run", "State", "ObjectState", "TensorFlowKerasState", "TensorFlowState",
            "HostsUpdatedInterrupt", "KerasState", "CommitStateCallback",
@@ -62,7 +62,7 @@ def run(func):
     Before ``func`` runs: resize requests are taken (in a job of distrain-run's elastic
     mode); on a relaunch, the last commit is restored and broadcast from rank 0 and the reset
     callbacks are called; otherwise rank 0's state is broadcast. When ``func`` is interrupted
-    for a resize, the process exits with :data:`~distrain.errors.RESIZE_EXIT_CODE` once every
+    for a resize, the process exits with :attr:`~distrain.protocol.ExitCode.RESIZE` once every
     rank is there, and distrain-run relaunches the job at the new size.
 
     Returns:
@@ -70,7 +70,7 @@ def run(func):
     """
     @functools.wraps(func)
     def wrapper(state, *args, **kwargs):
-        import distrain
+        from distrain import collectives
         listen()
         if relaunched() and state.restore():
             state.on_reset()
@@ -79,8 +79,8 @@ def run(func):
         try:
             return func(state, *args, **kwargs)
         except HostsUpdatedInterrupt:
-            distrain.barrier()       # the commit is written before any rank leaves
-            raise SystemExit(RESIZE_EXIT_CODE) from None
+            collectives.barrier()       # the commit is written before any rank leaves
+            raise SystemExit(ExitCode.RESIZE) from None
     return wrapper
 
 

@@ -1,7 +1,7 @@
 """Resize requests: how distrain-run asks the ranks of an elastic job to stop at a checkpoint.
 
 When discovery lists new hosts, distrain-run sends SIGUSR1 to mpirun, which forwards it to
-every rank (:mod:`distrain.run.elastic`). A rank only notes it; at the next checkpoint
+every rank (:mod:`distrain.run.relaunch`). A rank only notes it; at the next checkpoint
 boundary every rank calls :func:`agreed`, one small allreduce, so all ranks stop after the
 same step whichever of them the signal reached first. distrain-run sends the signal only
 once every rank has announced, by :func:`listen`, that it takes such requests: a program that
@@ -21,6 +21,7 @@ import sys
 import threading
 
 from distrain import environment as env
+from distrain.protocol import Record, format_record
 
 __all__ = ["elastic_job", "listen", "requested", "agreed"]
 
@@ -55,8 +56,7 @@ def listen() -> bool:
         # killed one.
         atexit.register(signal.signal, signal.SIGUSR1, signal.SIG_IGN)
         _state["listening"] = True
-    from distrain.run.rank import RECORD
-    sys.stdout.write(f"{RECORD}elastic listening=1\n")
+    sys.stdout.write(format_record(Record.ELASTIC, listening=1))
     sys.stdout.flush()
     return True
 
@@ -76,9 +76,9 @@ def agreed() -> bool:
     if not _state["listening"]:
         return False
     import numpy as np
-    import distrain
-    if distrain.size() == 1:
+    from distrain import collectives, ops
+    if collectives.size() == 1:
         return _state["requested"]
-    flag = distrain.allreduce(np.int32(int(_state["requested"])), op=distrain.Max,
-                              name="elastic resize request")
+    flag = collectives.allreduce(np.int32(int(_state["requested"])), op=ops.Max,
+                                 name="elastic resize request")
     return bool(int(flag))

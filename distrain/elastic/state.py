@@ -3,7 +3,7 @@
 Horovod resets an elastic job in the same processes: ``commit()`` copies the state in
 memory, and after a host change the survivors roll back to it and carry on. An MPI world has
 a fixed size, so distrain grows or shrinks a job by launching it again
-(:mod:`distrain.run.elastic`); the state therefore lives in a file. ``commit()`` has rank 0
+(:mod:`distrain.run.relaunch`); the state therefore lives in a file. ``commit()`` has rank 0
 write it atomically (the old or the new commit is on disk at every moment) and then checks
 for a resize request; a relaunch restores the last commit on rank 0 and broadcasts it.
 
@@ -84,14 +84,14 @@ class State:
 
     def save(self) -> None:
         """Writes this state to :func:`state_path` on rank 0, atomically."""
-        import distrain
+        from distrain import collectives
         self.commits += 1
-        if distrain.rank() != 0:
+        if collectives.rank() != 0:
             return
         arrays = {f"a/{name}/{i:05d}": np.asarray(a)
                   for name, group in self._arrays().items() for i, a in enumerate(group)}
         meta = {"attributes": {name: getattr(self, name) for name in self._attributes},
-                "size": distrain.size(), "commits": self.commits}
+                "size": collectives.size(), "commits": self.commits}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         path = state_path()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -106,9 +106,9 @@ class State:
         Raises:
             UsageError: the commit cannot be read or does not fit this state.
         """
-        import distrain
+        from distrain import collectives
         present, problem = False, None
-        if distrain.rank() == 0 and os.path.isfile(state_path()):
+        if collectives.rank() == 0 and os.path.isfile(state_path()):
             try:
                 meta, arrays = _read(state_path())
                 self._load(arrays)
@@ -118,8 +118,8 @@ class State:
                 present = True
             except UsageError as exc:
                 problem = str(exc)
-        if distrain.size() > 1:     # every rank learns rank 0's answer, or its problem
-            present, problem = distrain.allgather_object((present, problem))[0]
+        if collectives.size() > 1:     # every rank learns rank 0's answer, or its problem
+            present, problem = collectives.allgather_object((present, problem))[0]
         if problem:
             raise UsageError(problem)
         self.sync()
@@ -127,12 +127,12 @@ class State:
 
     def sync(self) -> None:
         """Makes every rank hold rank 0's state (attributes and arrays)."""
-        import distrain
-        if distrain.size() == 1:
+        from distrain import collectives
+        if collectives.size() == 1:
             return
         mine = {name: getattr(self, name) for name in self._attributes}
         mine.update(commits=self.commits, size_at_commit=self.size_at_commit)
-        theirs = distrain.allgather_object(mine)[0]
+        theirs = collectives.allgather_object(mine)[0]
         self.commits, self.size_at_commit = theirs.pop("commits"), theirs.pop("size_at_commit")
         for name, value in theirs.items():
             setattr(self, name, value)
@@ -171,8 +171,8 @@ class TensorFlowState(State):
         _assign(self.variables, arrays.get("variables", []), "variables")
 
     def _broadcast(self) -> None:
-        import distrain
-        distrain.broadcast_variables(self.variables, root_rank=0)
+        from distrain import collectives
+        collectives.broadcast_variables(self.variables, root_rank=0)
 
 
 class TensorFlowKerasState(State):
@@ -214,9 +214,9 @@ class TensorFlowKerasState(State):
                              f"optimizer as the committed run did")
 
     def _broadcast(self) -> None:
-        import distrain
-        distrain.broadcast_variables(list(self.model.weights) + self._optimizer_variables(),
-                                     root_rank=0)
+        from distrain import collectives
+        collectives.broadcast_variables(list(self.model.weights) + self._optimizer_variables(),
+                                        root_rank=0)
 
 
 def _assign(variables, arrays, what: str) -> None:

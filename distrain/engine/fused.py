@@ -72,13 +72,15 @@ class FusedEngine:
     def _plan(self, arrays, wire_dtype):
         """The fusion plan, remembered: a training step asks for the same one every time
         (planning resnet's 47 gradients took about half a millisecond a call)."""
-        key = (tuple(a.shape for a in arrays), tuple(a.dtype for a in arrays),
-               self.fusion_threshold, self.chunk_bytes, wire_dtype)
+        shapes, dtypes = tuple(a.shape for a in arrays), tuple(a.dtype for a in arrays)
+        key = (shapes, dtypes, self.fusion_threshold, self.chunk_bytes, wire_dtype)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= _PLANS_KEPT:
                 self._plans.clear()
-            plan = self._plans[key] = plan_fusion(*key)
+            plan = self._plans[key] = plan_fusion(
+                shapes, dtypes, threshold=self.fusion_threshold,
+                direct_min_bytes=self.chunk_bytes, wire_dtype=wire_dtype)
         return plan
 
     def _fusion_buffer(self, dtype: np.dtype, count: int) -> np.ndarray:

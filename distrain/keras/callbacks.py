@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-import distrain
+from distrain import collectives, ops
 from distrain.keras_compat import optimizer_variables
 
 __all__ = ["BroadcastGlobalVariablesCallback", "MetricAverageCallback",
@@ -31,7 +31,7 @@ class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
         variables = list(self.model.weights)
         if optimizer is not None:
             variables += optimizer_variables(optimizer)
-        distrain.broadcast_variables(variables, root_rank=self.root_rank)
+        collectives.broadcast_variables(variables, root_rank=self.root_rank)
 
     def on_train_begin(self, logs=None):
         self._broadcast()
@@ -53,7 +53,7 @@ class MetricAverageCallback(keras.callbacks.Callback):
             return
         keys = sorted(k for k, v in logs.items() if np.ndim(v) == 0)
         values = np.array([float(logs[k]) for k in keys], np.float64)
-        averaged = distrain.allreduce(values, op=distrain.Average, name="epoch metrics")
+        averaged = collectives.allreduce(values, op=ops.Average, name="epoch metrics")
         logs.update({k: float(v) for k, v in zip(keys, averaged)})
 
 
@@ -89,10 +89,10 @@ class LearningRateWarmupCallback(keras.callbacks.Callback):
             else 1.0
         if progress > 1.0:
             return
-        size = distrain.size()
+        size = collectives.size()
         lr = self.initial_lr / size * (1 + progress * (size - 1))
         self.model.optimizer.learning_rate.assign(lr)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.verbose and distrain.rank() == 0 and epoch + 1 == int(self.warmup_epochs):
+        if self.verbose and collectives.rank() == 0 and epoch + 1 == int(self.warmup_epochs):
             print(f"warm-up done: learning rate {self.initial_lr:g}", flush=True)

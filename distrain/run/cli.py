@@ -64,7 +64,7 @@ Elastic jobs: ``--min-np N --max-np M --host-discovery-script SCRIPT`` relaunch 
 the hosts still listed, from its last checkpoint, when a host fails (the host is left out for
 ``--blacklist-cooldown`` seconds), and grow it at its next checkpoint when the script lists
 new hosts; below ``--min-np`` for ``--elastic-timeout`` seconds the job ends (exit 124),
-naming the hosts lost. See :mod:`distrain.run.elastic` and docs/elastic.md.
+naming the hosts lost. See :mod:`distrain.run.relaunch` and docs/elastic.md.
 
 Bad input (malformed ``-H`` or hostfile, ``-np`` above the slots, a missing program, an
 unknown flag, no mpirun): one line on stderr naming the problem, exit code 2, nothing started.
@@ -79,7 +79,8 @@ import os
 import sys
 
 from distrain import environment as env
-from distrain.errors import USAGE_EXIT_CODE, UsageError
+from distrain.errors import UsageError
+from distrain.protocol import ExitCode
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -227,6 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         return launch(config_from_args(ns))
     except UsageError as exc:
         print(f"distrain-run: error: {exc}", file=sys.stderr, flush=True)
-        return USAGE_EXIT_CODE
+        return ExitCode.USAGE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED

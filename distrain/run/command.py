@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 from distrain import environment as env
 from distrain.run.config import LaunchConfig
@@ -20,7 +21,7 @@ from distrain.run.hosts import format_hosts
 from distrain.run.vendors import Vendor
 
 __all__ = ["fill", "env_flags", "forwarded_names", "job_env", "rank_command", "ssh_args",
-           "mpirun_argv", "heartbeat_interval", "WRAPPER", "LAUNCHER_NAME"]
+           "mpirun_argv", "heartbeat_interval", "launcher_argv", "WRAPPER", "LAUNCHER_NAME"]
 
 WRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rank.py")
 LAUNCHER_NAME = "distrain-run"
@@ -90,6 +91,21 @@ def job_env(environ: dict, config: LaunchConfig, restart: int = 0,
     else:
         child.pop(env.ELASTIC, None)
     return child
+
+
+def launcher_argv(python: str | None = None) -> list[str]:
+    """How a program of this package starts distrain-run: through an interpreter, never
+    through PATH, which may hold another installation's ``distrain-run`` or none (a virtual
+    environment that is not activated).
+
+    Args:
+        python: the interpreter; the running one (``sys.executable``) when None.
+
+    Example:
+        >>> launcher_argv("/venv/bin/python")
+        ['/venv/bin/python', '-m', 'distrain.run']
+    """
+    return [python or sys.executable, "-m", "distrain.run"]
 
 
 def heartbeat_interval(timeout: float) -> float:

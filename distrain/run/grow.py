@@ -1,6 +1,6 @@
 """Asking a running elastic job to grow: SIGUSR1 to mpirun, once, when every rank listens.
 
-The elastic driver (:mod:`distrain.run.elastic`) says when it wants more ranks; the
+The elastic driver (:mod:`distrain.run.relaunch`) says when it wants more ranks; the
 supervisor asks :class:`GrowRequest` on every turn of its loop. mpirun forwards SIGUSR1 to
 every rank, and the ranks stop at their next checkpoint (:mod:`distrain.elastic.requests`).
 A program that never said it takes resize requests is never sent the signal (it would end

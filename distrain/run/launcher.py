@@ -17,16 +17,18 @@ import shutil
 import sys
 
 from distrain import environment as env
+from distrain.cores import usable_cores
 from distrain.errors import UsageError
+from distrain.protocol import ExitCode
 from distrain.run.command import (forwarded_names, heartbeat_interval, job_env, mpirun_argv,
                                   rank_command)
 from distrain.run.config import LaunchConfig
 from distrain.run.discovery import DiscoveryTimeout, script_argv, wait_for_hosts
-from distrain.run.elastic import run_elastic
 from distrain.run.hosts import format_hosts, placement
+from distrain.run.outcome import Reason
 from distrain.run.output import Console, RankFiles
-from distrain.run.rank import usable_cores
-from distrain.run.supervisor import TIMEOUT_EXIT_CODE, Job, supervise
+from distrain.run.relaunch import run_elastic
+from distrain.run.supervisor import Job, supervise
 from distrain.run.vendors import Vendor, detect_vendor, find_mpirun, version_text
 
 __all__ = ["Plan", "plan", "job", "launch", "local_cores"]
@@ -54,7 +56,7 @@ class Plan:
 
 
 def local_cores() -> int:
-    """The cores this process may use (:func:`distrain.run.rank.usable_cores`)."""
+    """The cores this process may use (:func:`distrain.cores.usable_cores`)."""
     return usable_cores()
 
 
@@ -143,7 +145,7 @@ def _run(the_job: Job, the_plan: Plan, config: LaunchConfig, console: Console, f
 
 
 def _launch_elastic(config: LaunchConfig, environ, console: Console, files) -> int:
-    """Runs an elastic job (:func:`distrain.run.elastic.run_elastic`): each launch on the
+    """Runs an elastic job (:func:`distrain.run.relaunch.run_elastic`): each launch on the
     hosts the driver picks, its ranks told that they may be asked to resize."""
     fixed = dict(host_discovery_script=None, min_np=None, max_np=None, reset_limit=None)
 
@@ -187,7 +189,7 @@ def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
                     attempt_config = discovered(config, console)
                 except DiscoveryTimeout as exc:
                     console.plain("stderr", f"distrain-run: {exc}")
-                    return TIMEOUT_EXIT_CODE
+                    return ExitCode.TIMEOUT
                 # a relaunch needs as many ranks as the first launch had
                 config = dataclasses.replace(config, np=attempt_config.np)
                 the_plan = plan(attempt_config, environ)
@@ -196,7 +198,7 @@ def launch(config: LaunchConfig, environ=None, out=None, err=None) -> int:
                     console.plain("stderr", f"distrain-run: warning: {warning}")
             outcome = _run(job(attempt_config, the_plan, environ, attempt), the_plan, config,
                            console, files)
-            if outcome.kind in ("ok", "interrupted"):
+            if outcome.reason in (Reason.OK, Reason.INTERRUPTED):
                 if outcome.message:
                     console.plain("stderr", f"distrain-run: {outcome.message}")
                 return outcome.code

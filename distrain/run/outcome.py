@@ -1,18 +1,32 @@
-"""How a job ended, in words: the :class:`Outcome` the supervisor returns and its message.
+"""How a job ended: the :class:`Outcome` the supervisor returns, its :class:`Reason` and its
+message.
 
-Pure functions of what the supervisor saw (each rank's host, exit and stderr tail; which
-ranks failed, never started or fell silent; the signals that arrived), so every message can
-be read here in one place.
+Pure functions of what the supervisor saw (:class:`Ending`: each rank's host, exit and stderr
+tail; which ranks failed, never started or fell silent; the signals that arrived), so every
+message can be read here in one place. Policies (an elastic job's relaunches, ``--max-restarts``)
+read the outcome's fields, never its message.
 """
 from __future__ import annotations
 
 import dataclasses
+import enum
 import signal
 
-__all__ = ["Outcome", "describe", "TIMEOUT_EXIT_CODE"]
+from distrain.protocol import ExitCode, signal_exit_code
 
-TIMEOUT_EXIT_CODE = 124
-VANISHED_EXIT_CODE = 1
+__all__ = ["Reason", "Outcome", "Ending", "describe"]
+
+
+class Reason(str, enum.Enum):
+    """Why a job ended."""
+
+    OK = "ok"
+    RANK = "rank"                      # a rank's program failed
+    INTERRUPTED = "interrupted"        # SIGINT or SIGTERM reached distrain-run
+    START_TIMEOUT = "start-timeout"    # a rank did not start within --start-timeout
+    LOST = "lost"                      # a rank fell silent for --heartbeat-timeout
+    VANISHED = "vanished"              # a started rank never reported how it ended
+    MPIRUN = "mpirun"                  # mpirun failed and no rank said why
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,31 +35,37 @@ class Outcome:
 
     Attributes:
         code: distrain-run's exit code for it.
-        kind: ``ok``, ``rank`` (a rank failed), ``interrupted``, ``start-timeout``, ``lost``,
-            ``vanished`` (a started rank never reported how it ended) or ``mpirun`` (mpirun
-            failed and no rank said why).
+        reason: why it ended (a :class:`Reason`, or its value).
         message: one paragraph for the user; empty when ``ok``.
         hosts: the planned hosts of the ranks that failed, fell silent, vanished or never
             started (what an elastic job leaves out next); empty when none is known.
         resize_asked: the job was asked to stop at its next checkpoint and grow.
+        summary: the failure in one line, without the rank's stderr (why its hosts are left
+            out); empty when ``ok``.
+        signal: the signal that killed the failed rank, 0 when it exited by itself.
+        last_words: the last line of the failed rank's stderr, ``""`` when it wrote none.
     """
 
     code: int
-    kind: str
+    reason: Reason
     message: str = ""
     hosts: tuple[str, ...] = ()
     resize_asked: bool = False
+    summary: str = ""
+    signal: int = 0
+    last_words: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "reason", Reason(self.reason))
 
 
-def describe(job, kind: str | None, returncode: int, ranks: dict, started, failed: list,
-             lost: list, signals: list, mpirun_tail: list,
-             mpirun_first: list = ()) -> Outcome:
-    """The outcome of a job that has ended.
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """What the supervisor saw of a job that has ended.
 
-    Args:
-        job: the :class:`~distrain.run.supervisor.Job` (its size, hosts and timeouts).
-        kind: why the supervisor stopped it (``rank``, ``interrupted``, ``start-timeout``,
-            ``lost``), or None when it ended by itself.
+    Attributes:
+        stopped_for: why the supervisor stopped it (``RANK``, ``INTERRUPTED``,
+            ``START_TIMEOUT``, ``LOST``), or None when it ended by itself.
         returncode: mpirun's exit status.
         ranks: rank -> what was heard of it (``host``, ``exit_code``, ``signal``, ``ended``,
             ``stderr`` lines).
@@ -55,10 +75,31 @@ def describe(job, kind: str | None, returncode: int, ranks: dict, started, faile
         signals: the signals distrain-run received, in order.
         mpirun_tail: mpirun's own last lines.
         mpirun_first: mpirun's own first lines (their words name lost hosts).
+    """
+
+    stopped_for: Reason | None
+    returncode: int
+    ranks: dict
+    started: frozenset = frozenset()
+    failed: tuple[int, ...] = ()
+    lost: tuple[int, ...] = ()
+    signals: tuple[int, ...] = ()
+    mpirun_tail: tuple[str, ...] = ()
+    mpirun_first: tuple[str, ...] = ()
+
+
+def describe(job, ending: Ending) -> Outcome:
+    """The outcome of a job that has ended.
+
+    Args:
+        job: the :class:`~distrain.run.supervisor.Job` (its size, hosts and timeouts).
+        ending: what the supervisor saw.
 
     Returns:
         The :class:`Outcome`.
     """
+    ranks, kind = ending.ranks, ending.stopped_for
+
     def planned(rank):
         return job.hosts[rank] if rank < len(job.hosts) else None
 
@@ -79,52 +120,56 @@ def describe(job, kind: str | None, returncode: int, ranks: dict, started, faile
                 names.append(host)
         return f"host{_s(names)} {_list(names)}"
 
-    if kind == "interrupted":
-        signum = signals[0]
-        return Outcome(128 + signum, "interrupted",
+    if kind is Reason.INTERRUPTED:
+        signum = ending.signals[0]
+        return Outcome(signal_exit_code(signum), kind,
                        f"stopped by {signal.Signals(signum).name}: every rank was stopped")
-    if kind == "start-timeout":
-        missing = [r for r in range(job.np) if r not in started]
-        return Outcome(TIMEOUT_EXIT_CODE, "start-timeout",
-                       f"rank{_s(missing)} {_list(missing)} did not start within "
-                       f"{job.start_timeout:g} s (--start-timeout) on "
-                       f"{hosts(missing)}: check that each can be reached (ssh) and "
-                       f"has Python and distrain at the same paths", blamed(missing))
-    if kind == "lost":
-        return Outcome(TIMEOUT_EXIT_CODE, "lost",
-                       f"lost contact with rank{_s(lost)} {_list(lost)} on "
-                       f"{hosts(lost)}: no output or heartbeat "
-                       f"for {job.heartbeat_timeout:g} s (--heartbeat-timeout); the "
-                       f"host is down, its network cut, or its MPI daemon died. Stopped "
-                       f"every rank", blamed(lost))
-    if kind == "rank":
+    if kind is Reason.START_TIMEOUT:
+        missing = [r for r in range(job.np) if r not in ending.started]
+        message = (f"rank{_s(missing)} {_list(missing)} did not start within "
+                   f"{job.start_timeout:g} s (--start-timeout) on {hosts(missing)}: check "
+                   f"that each can be reached (ssh) and has Python and distrain at the same "
+                   f"paths")
+        return Outcome(ExitCode.TIMEOUT, kind, message, blamed(missing), summary=message)
+    if kind is Reason.LOST:
+        lost = ending.lost
+        message = (f"lost contact with rank{_s(lost)} {_list(lost)} on {hosts(lost)}: no "
+                   f"output or heartbeat for {job.heartbeat_timeout:g} s "
+                   f"(--heartbeat-timeout); the host is down, its network cut, or its MPI "
+                   f"daemon died. Stopped every rank")
+        return Outcome(ExitCode.TIMEOUT, kind, message, blamed(lost), summary=message)
+    if kind is Reason.RANK:
         # The rank whose program ended first names the failure; later ones are listed.
-        first, *others = sorted(failed, key=lambda r: (ranks[r].ended, r))
+        first, *others = sorted(ending.failed, key=lambda r: (ranks[r].ended, r))
         state = ranks[first]
         tail = ("; the last lines of its stderr:\n" + "\n".join(
             f"    {line}" for line in state.stderr)) if state.stderr else (
             "; it wrote nothing to stderr")
         also = "".join(f"; then rank {r} on {hosts([r])} {_how(ranks[r])}" for r in others)
-        return Outcome(state.exit_code, "rank",
-                       f"rank {first} on {hosts([first])} {_how(state)}"
-                       f"{also}; stopped the other ranks{tail}", blamed([first]))
-    vanished = [r for r in sorted(started) if ranks[r].exit_code is None]
+        summary = f"rank {first} on {hosts([first])} {_how(state)}{also}"
+        return Outcome(state.exit_code, kind, f"{summary}; stopped the other ranks{tail}",
+                       blamed([first]), summary=summary, signal=state.signal,
+                       last_words=state.stderr[-1] if state.stderr else "")
+    vanished = [r for r in sorted(ending.started) if ranks[r].exit_code is None]
     if vanished:
         # Open MPI 5's mpirun may exit 0 after losing a daemon: name the ranks whose host its
         # messages name ("Connection to X closed", "... on node X"), else every such rank.
-        words = {word.strip(".,:;()[]'\"") for line in mpirun_first for word in line.split()}
+        first_lines = ending.mpirun_first
+        words = {word.strip(".,:;()[]'\"") for line in first_lines for word in line.split()}
         named = [r for r in vanished if {ranks[r].host, planned(r)} & words] or vanished
-        why = f" (mpirun: {mpirun_first[0].strip()})" if mpirun_first else ""
-        return Outcome(VANISHED_EXIT_CODE, "vanished",
-                       f"rank{_s(named)} {_list(named)} on {hosts(named)} ended without an "
-                       f"exit status: the host, its container or its MPI daemon went "
-                       f"away{why}; every rank was stopped", blamed(named))
+        why = f" (mpirun: {first_lines[0].strip()})" if first_lines else ""
+        summary = (f"rank{_s(named)} {_list(named)} on {hosts(named)} ended without an exit "
+                   f"status: the host, its container or its MPI daemon went away{why}")
+        return Outcome(ExitCode.FAILED, Reason.VANISHED, f"{summary}; every rank was stopped",
+                       blamed(named), summary=summary)
+    returncode = ending.returncode
     if returncode != 0:
-        lines = "\n".join(f"    {line}" for line in mpirun_tail)
-        return Outcome(returncode if returncode > 0 else 128 - returncode, "mpirun",
-                       f"mpirun exited with code {returncode} and no rank reported a failure"
-                       + (f"; its last messages:\n{lines}" if lines else ""))
-    return Outcome(0, "ok")
+        lines = "\n".join(f"    {line}" for line in ending.mpirun_tail)
+        summary = f"mpirun exited with code {returncode} and no rank reported a failure"
+        return Outcome(returncode if returncode > 0 else signal_exit_code(-returncode),
+                       Reason.MPIRUN, summary + (f"; its last messages:\n{lines}" if lines
+                                                 else ""), summary=summary)
+    return Outcome(ExitCode.OK, Reason.OK)
 
 
 def _how(state) -> str:

@@ -1,10 +1,11 @@
 """The rank wrapper: what distrain-run starts in front of the program on every rank.
 
 mpirun runs ``python -I -S rank.py [options] -- PROGRAM ARGS`` once per rank. This file uses the
-standard library only (it must not load distrain, numpy or TensorFlow: it costs a few
-milliseconds per rank) and:
+standard library and distrain's two standard-library-only modules, :mod:`distrain.protocol`
+and :mod:`distrain.cores` (it must not load numpy or TensorFlow: it costs a few milliseconds
+per rank), and:
 
-- reports to distrain-run on its stdout, in lines starting with :data:`RECORD`: ``start``
+- reports to distrain-run on its stdout, in records (:mod:`distrain.protocol`): ``start``
   (host, pids) at once, ``beat`` every ``--heartbeat`` seconds, ``exit`` with the program's
   exit code, when it ended (wall clock), and whether that followed a request to stop;
 - gives the program the per-rank thread defaults it has not set itself: ``max(1, cores //
@@ -27,10 +28,16 @@ import signal
 import sys
 import time
 
-__all__ = ["RECORD", "Splitter", "usable_cores", "threads_per_rank", "thread_defaults",
-           "parse_record", "die_with_parent", "exit_watch", "main"]
+if not __package__:
+    # Run as a file under -I, which leaves the script's directory off sys.path: the package
+    # that holds this file is found after the standard library.
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-RECORD = "\x1edistrain "
+from distrain.cores import thread_defaults, usable_cores  # noqa: E402
+from distrain.protocol import ExitCode, Record, format_record, signal_exit_code  # noqa: E402
+
+__all__ = ["Splitter", "die_with_parent", "exit_watch", "main"]
+
 LONGEST_LINE = 1 << 16
 FORWARDED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
@@ -92,57 +99,6 @@ class Splitter:
         return [rest + b"\n"] if rest else []
 
 
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity, or the host's count off Linux.
-
-    The one place distrain counts cores (the launcher, the rank wrapper and the training
-    program's thread share all ask here), in this standard-library-only module so the rank
-    wrapper can use it.
-    """
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def threads_per_rank(local_size: int, cores: int | None = None) -> int:
-    """A rank's fair share of the host's cores, at least 1.
-
-    Args:
-        local_size: the number of ranks on this host.
-        cores: the cores to share; :func:`usable_cores` when None.
-
-    Example:
-        >>> threads_per_rank(3, cores=8)
-        2
-    """
-    cores = usable_cores() if cores is None else cores
-    return max(1, cores // max(1, local_size))
-
-
-def thread_defaults(environ, names, local_size: int, cores: int) -> dict[str, str]:
-    """The thread-count variables to add for one rank.
-
-    Args:
-        environ: the rank's environment; variables set there (non-empty) are kept.
-        names: the thread-count variables (``OMP_NUM_THREADS``, ``TF_NUM_INTRAOP_THREADS``).
-        local_size: the number of ranks on this host.
-        cores: the cores this process may run on.
-
-    Returns:
-        ``{name: str(threads_per_rank(local_size, cores))}`` for each name not yet set.
-    """
-    threads = str(threads_per_rank(local_size, cores))
-    return {name: threads for name in names if not environ.get(name)}
-
-
-def parse_record(text: str) -> tuple[str, dict[str, str]] | None:
-    """Reads a wrapper record (``RECORD kind key=value ...``); None for ordinary output."""
-    if not text.startswith(RECORD):
-        return None
-    kind, *fields = text[len(RECORD):].split()
-    return kind, dict(field.partition("=")[::2] for field in fields)
-
-
 def _write(fd: int, data: bytes) -> None:
     try:
         while data:
@@ -151,9 +107,8 @@ def _write(fd: int, data: bytes) -> None:
         pass                                  # mpirun stopped reading: keep draining
 
 
-def _record(kind: str, **fields) -> None:
-    words = " ".join(f"{key}={value}" for key, value in fields.items())
-    _write(1, f"{RECORD}{kind} {words}\n".encode())
+def _record(kind: Record, **fields) -> None:
+    _write(1, format_record(kind, **fields).encode())
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> bool:
@@ -194,11 +149,11 @@ def _spawn(command: list[str], environ: dict[str, str]) -> tuple[int, int, int]:
             for name in ("SIGPIPE", "SIGXFSZ") + FORWARDED_SIGNALS:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
             if not die_with_parent(signal.SIGKILL) or os.getppid() != parent:
-                os._exit(137)
+                os._exit(ExitCode.KILLED)
             os.execvpe(command[0], command, environ)
         except OSError as exc:
             _write(2, f"distrain-run: cannot start {command[0]!r}: {exc.strerror}\n".encode())
-        os._exit(127)
+        os._exit(ExitCode.NOT_STARTED)
     os.close(out_w)
     os.close(err_w)
     return pid, out_r, err_r
@@ -229,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in FORWARDED_SIGNALS:
         signal.signal(getattr(signal, name), forward)
     if not die_with_parent(signal.SIGTERM):
-        return 143
+        return ExitCode.TERMINATED
     pid, out_r, err_r = _spawn(command, environ)
     state["child"] = pid
-    _record("start", host=os.uname().nodename, pid=os.getpid(), program_pid=pid,
+    _record(Record.START, host=os.uname().nodename, pid=os.getpid(), program_pid=pid,
             rank=environ.get(options.get("--rank-var", ""), "?"))
     return _pump(pid, {out_r: (1, Splitter()), err_r: (2, Splitter())}, heartbeat, state)
 
@@ -258,7 +213,7 @@ def _pump(pid: int, streams: dict, heartbeat: float, state: dict) -> int:
     while streams or status is None:
         now = time.monotonic()
         if next_beat is not None and now >= next_beat:
-            _record("beat")
+            _record(Record.BEAT)
             next_beat = now + heartbeat
         if status is None:
             done, raw = os.waitpid(pid, os.WNOHANG)
@@ -292,8 +247,8 @@ def _pump(pid: int, streams: dict, heartbeat: float, state: dict) -> int:
             _write(target, piece)
     code = os.waitstatus_to_exitcode(status)
     signum = -code if code < 0 else 0
-    code = 128 + signum if signum else code
-    _record("exit", code=code, signal=signum, stopped=int(state["stopped"]),
+    code = signal_exit_code(signum) if signum else code
+    _record(Record.EXIT, code=code, signal=signum, stopped=int(state["stopped"]),
             time=f"{ended or time.time():.6f}")
     return code
 

@@ -16,7 +16,7 @@ on the rank wrappers' records (:mod:`distrain.run.rank`):
   ranks and hosts;
 - a started rank never reports how it ended (its host or container went away with it, and
   mpirun, which may exit 0 then, lost its daemon): code 1, naming the rank and its host;
-- an elastic job (:mod:`distrain.run.elastic`) wants more ranks: once every rank has said it
+- an elastic job (:mod:`distrain.run.relaunch`) wants more ranks: once every rank has said it
   takes resize requests (the ``elastic`` record of :mod:`distrain.elastic`), mpirun gets
   SIGUSR1, which it forwards to every rank; the ranks stop at their next checkpoint.
 
@@ -34,14 +34,15 @@ import subprocess
 import time
 
 from distrain.errors import UsageError
+from distrain.protocol import ExitCode, Record, parse_record
 from distrain.run.grow import GrowRequest
 from distrain.run.leftovers import sweep
-from distrain.run.outcome import TIMEOUT_EXIT_CODE, Outcome, describe
+from distrain.run.outcome import Ending, Outcome, Reason, describe
 from distrain.run.output import Console, RankFiles
-from distrain.run.rank import die_with_parent, exit_watch, parse_record
+from distrain.run.rank import die_with_parent, exit_watch
 from distrain.run.vendors import Vendor
 
-__all__ = ["Job", "Outcome", "supervise", "session_pids", "kill_session", "TIMEOUT_EXIT_CODE"]
+__all__ = ["Job", "Outcome", "supervise", "session_pids", "kill_session"]
 
 STOP_GRACE = 2.0
 KILL_GRACE = 4.0
@@ -183,14 +184,14 @@ class _Output:
             if self.files is not None:
                 self.files.write(rank, body)
 
-    def _record(self, rank: int, state: _Rank, kind: str, fields: dict) -> None:
-        if kind == "start":
+    def _record(self, rank: int, state: _Rank, kind: Record, fields: dict) -> None:
+        if kind is Record.START:
             state.host = fields.get("host")
             self.started.add(rank)
-        elif kind == "elastic":
+        elif kind is Record.ELASTIC:
             state.elastic = True
-        elif kind == "exit":
-            state.exit_code = int(fields.get("code", "1"))
+        elif kind is Record.EXIT:
+            state.exit_code = int(fields.get("code", ExitCode.FAILED))
             state.signal = int(fields.get("signal", "0"))
             state.ended = float(fields.get("time", "0") or 0)
             if state.exit_code and fields.get("stopped") != "1":
@@ -211,7 +212,7 @@ class _Stopper:
     def __init__(self, job: Job, start: float):
         self.job, self.start = job, start
         self.signals: list[int] = []
-        self.kind: str | None = None          # why the job is being stopped
+        self.kind: Reason | None = None       # why the job is being stopped
         self.failed: list[int] = []            # ranks that failed on their own
         self.lost: list[int] = []
         self.term_due: float | None = None
@@ -221,24 +222,24 @@ class _Stopper:
         """A rank's program failed on its own: the others get :data:`STOP_GRACE` seconds."""
         self.failed.append(rank)
         if self.kind is None:
-            self.kind, self.term_due = "rank", time.monotonic() + STOP_GRACE
+            self.kind, self.term_due = Reason.RANK, time.monotonic() + STOP_GRACE
 
     def check(self, now: float, output: _Output, proc: subprocess.Popen) -> None:
         """Decides whether to stop, and sends what is due to ``proc``'s session."""
         if self.signals:
-            if self.kind != "interrupted":
-                self.kind, self.term_due = "interrupted", now
+            if self.kind is not Reason.INTERRUPTED:
+                self.kind, self.term_due = Reason.INTERRUPTED, now
             if len(self.signals) > 1:
                 kill_session(proc.pid)
         if self.kind is None:
             if len(output.started) < self.job.np and now - self.start > self.job.start_timeout:
-                self.kind, self.term_due = "start-timeout", now
+                self.kind, self.term_due = Reason.START_TIMEOUT, now
             elif self.job.heartbeat_timeout > 0:
                 self.lost = sorted(
                     r for r in output.started if output.ranks[r].exit_code is None
                     and now - output.ranks[r].last_seen > self.job.heartbeat_timeout)
                 if self.lost:
-                    self.kind, self.term_due = "lost", now
+                    self.kind, self.term_due = Reason.LOST, now
         if proc.poll() is not None:
             return
         if self.term_sent is None and self.term_due is not None and now >= self.term_due:
@@ -284,9 +285,10 @@ class _Watch:
                 _reap_session(self.proc.pid)
             self.console.close()
         stopper, output = self.stopper, self.output
-        outcome = describe(self.job, stopper.kind, self.proc.returncode, output.ranks,
-                           output.started, stopper.failed, stopper.lost, stopper.signals,
-                           list(output.mpirun_tail), output.mpirun_first)
+        outcome = describe(self.job, Ending(
+            stopper.kind, self.proc.returncode, output.ranks, frozenset(output.started),
+            tuple(stopper.failed), tuple(stopper.lost), tuple(stopper.signals),
+            tuple(output.mpirun_tail), tuple(output.mpirun_first)))
         asked = self.grower is not None and self.grower.asked
         return dataclasses.replace(outcome, resize_asked=asked)
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import sys
 
 from distrain.environment import WorldError, detect_world
-from distrain.errors import RESIZE_EXIT_CODE, USAGE_EXIT_CODE, UsageError
+from distrain.errors import UsageError
+from distrain.protocol import ExitCode
 
 __all__ = ["main"]
 
@@ -43,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         except DivergenceError as exc:
             if rank == 0:
                 print(f"distrain.train: error: {exc}", file=sys.stderr, flush=True)
-            return 1
+            return ExitCode.FAILED
         except HostsUpdatedInterrupt as exc:
             if rank == 0:
                 print(f"distrain.train: {exc}", flush=True)
-            return RESIZE_EXIT_CODE
+            return ExitCode.RESIZE
     except (UsageError, WorldError) as exc:
         if rank == 0:
             print(f"distrain.train: error: {exc}", file=sys.stderr, flush=True)
-        return USAGE_EXIT_CODE
-    return 0
+        return ExitCode.USAGE
+    return ExitCode.OK

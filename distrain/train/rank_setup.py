@@ -12,7 +12,7 @@ import os
 
 from distrain import environment as env
 from distrain.errors import UsageError
-from distrain.run.rank import threads_per_rank
+from distrain.cores import threads_per_rank
 from distrain.tfimport import import_tensorflow
 
 __all__ = ["fair_threads", "rank_threads", "quiet_tensorflow", "configure_tensorflow"]
@@ -20,7 +20,7 @@ __all__ = ["fair_threads", "rank_threads", "quiet_tensorflow", "configure_tensor
 
 def fair_threads(local_size: int, cores: int | None = None) -> int:
     """Cores per rank on this host, at least 1: the share distrain-run's rank wrapper
-    exports (:func:`distrain.run.rank.threads_per_rank`).
+    exports (:func:`distrain.cores.threads_per_rank`).
 
     Args:
         local_size: ranks on this host.

@@ -6,18 +6,19 @@ import time
 
 import numpy as np
 
-import distrain
+from distrain import collectives, ops
 from distrain import environment as env
 from distrain.errors import UsageError
 from distrain.keras_compat import optimizer_variables
 from distrain.timing.timer import StepTimer
 from distrain.train import checkpoint, data as datasets
 from distrain.train.config import TrainConfig
+from distrain.train.lr_schedule import Schedule
 from distrain.train.models import build_model
+from distrain.train.position import Position, position_of, rank_batch
 from distrain.train.progress import Printer
 from distrain.overlap import bucket_sizes, overlap_enabled
 from distrain.train.rank_setup import configure_tensorflow, quiet_tensorflow, rank_threads
-from distrain.train.resize import Position, Schedule, position_of, rank_batch
 from distrain.train.step import TrainStep
 
 __all__ = ["run", "TrainResult", "DivergenceError"]
@@ -53,8 +54,8 @@ def _agree(action):
         value, problem = action(), None
     except UsageError as exc:
         value, problem = None, str(exc)
-    if distrain.size() > 1:
-        problems = distrain.allgather_object(problem)
+    if collectives.size() > 1:
+        problems = collectives.allgather_object(problem)
         problem = next((p for p in problems if p), None)
     if problem:
         raise UsageError(problem)
@@ -121,7 +122,7 @@ def _save(config, model, optimizer, position, schedule, size, printer):
 
 def _check_consistency(model, step: int) -> None:
     digest = checkpoint.weights_digest(np.asarray(v) for v in model.trainable_variables)
-    digests = distrain.allgather_object(digest)
+    digests = collectives.allgather_object(digest)
     diverged = [r for r, d in enumerate(digests) if d != digests[0]]
     if diverged:
         raise DivergenceError(
@@ -149,8 +150,8 @@ def run(config: TrainConfig) -> TrainResult:
     overlap = (overlap_enabled() if config.overlap is None else config.overlap) and \
         world.size > 1
     device = configure_tensorflow(threads, world.local_rank, config.seed + world.rank)
-    distrain.init(None if config.backend == "auto" else config.backend)
-    rank, size = distrain.rank(), distrain.size()
+    collectives.init(None if config.backend == "auto" else config.backend)
+    rank, size = collectives.rank(), collectives.size()
     printer = Printer(rank, config.verbose, config.quiet)
     config = _agree(lambda: dataclasses.replace(
         config, batch_size=rank_batch(config.batch_size, config.global_batch, size)))
@@ -159,7 +160,7 @@ def run(config: TrainConfig) -> TrainResult:
                                                rank, size, config.image_size,
                                                config.synthetic_samples))
     summary = _agree(data.summary)  # this rank's shard, read once
-    summaries = distrain.allgather_object(summary) if size > 1 else [summary]
+    summaries = collectives.allgather_object(summary) if size > 1 else [summary]
     steps = _agree(lambda: data.settle(summaries, config.batch_size, size,
                                        config.steps_per_epoch))
     model, optimizer = _agree(lambda: _build(config, data))
@@ -173,14 +174,14 @@ def run(config: TrainConfig) -> TrainResult:
     resume = _should_resume(config, rank)
     if resume:
         meta = _agree(lambda: _restore(config, model, optimizer, size) if rank == 0 else None)
-        meta = distrain.allgather_object(meta)[0] if size > 1 else meta
+        meta = collectives.allgather_object(meta)[0] if size > 1 else meta
         position = position_of(meta, steps, per_step).normalised(per_step, fresh)
         changed = schedule.resume(meta, position.step, int(meta.get("size", size)),
                                   config.resize_warmup_steps)
-    distrain.broadcast_variables(list(model.weights) + optimizer_variables(optimizer),
-                                 root_rank=0)
+    collectives.broadcast_variables(list(model.weights) + optimizer_variables(optimizer),
+                                    root_rank=0)
     digest = checkpoint.weights_digest(np.asarray(v) for v in model.weights)
-    printer.line(f"distrain: {size} rank(s), backend {distrain.collectives.backend_name()}, "
+    printer.line(f"distrain: {size} rank(s), backend {collectives.backend_name()}, "
                  f"{device}; model {config.model} ({model.count_params():,} parameters), "
                  f"dataset {data.name}, global batch {per_step}, {steps} steps/epoch")
     if resume:
@@ -189,7 +190,7 @@ def run(config: TrainConfig) -> TrainResult:
     prediction = _predict(config, model, optimizer, data, overlap) if config.cost_model \
         else None
     timer = StepTimer()
-    train_step = TrainStep(model, optimizer, distrain.Compression.by_name(config.compression),
+    train_step = TrainStep(model, optimizer, ops.Compression.by_name(config.compression),
                            timer, overlap)
     start_step, step, epoch = position.step, position.step, position.epoch
     loss = accuracy = float("nan")
@@ -223,7 +224,7 @@ def run(config: TrainConfig) -> TrainResult:
             last = epoch + 1 == config.epochs and index + 1 == remaining
             if config.report_every and step % config.report_every == 0 and not last:
                 _report(config, timer, prediction, size, printer, final=False)
-        totals = distrain.allreduce(sums, op=distrain.Sum, name="epoch metrics")
+        totals = collectives.allreduce(sums, op=ops.Sum, name="epoch metrics")
         if totals[2]:
             loss, accuracy = totals[0] / totals[2], totals[1] / totals[2]
         printer.end_epoch(epoch, loss, accuracy, time.perf_counter() - began,
@@ -265,12 +266,12 @@ def _boundary(config, model, optimizer, position, schedule, size, printer, elast
     """A checkpoint boundary: rank 0 saves; in an elastic job every rank then learns whether
     distrain-run asked for a resize, and if so the run stops here (the checkpoint is on disk
     before any rank leaves)."""
-    if distrain.rank() == 0:
+    if collectives.rank() == 0:
         _save(config, model, optimizer, position, schedule, size, printer)
     if elastic:
         from distrain.elastic import HostsUpdatedInterrupt, requests
         if requests.agreed():
-            distrain.barrier()
+            collectives.barrier()
             raise HostsUpdatedInterrupt(f"stopping at step {position.step} for a resize; "
                                         f"the checkpoint is saved")
 
@@ -297,7 +298,7 @@ def _should_resume(config, rank: int) -> bool:
     import os
     found = rank == 0 and os.path.isfile(os.path.join(config.checkpoint_dir,
                                                       checkpoint.CHECKPOINT_NAME))
-    return bool(distrain.allgather_object(found)[0])
+    return bool(collectives.allgather_object(found)[0])
 
 
 def _report(config, timer, prediction, size, printer, final: bool) -> None:
@@ -307,7 +308,7 @@ def _report(config, timer, prediction, size, printer, final: bool) -> None:
     from distrain.timing.report import format_report, gather_report, write_json
     from distrain.timing.trust import calibration_disagreement
     trace = final and config.timeline is not None
-    report = gather_report(timer, distrain.rank(), socket.gethostname(), config.timing_warmup,
+    report = gather_report(timer, collectives.rank(), socket.gethostname(), config.timing_warmup,
                            config.global_batch_size(size), prediction,
                            trace_steps=None if trace else 0)
     if report is None:
@@ -338,15 +339,15 @@ def _predict(config, model, optimizer, data, overlap: bool):
     (with overlap, of the step that reduces buckets during backward)."""
     from distrain import costmodel
     from distrain.costmodel.calibrate import load_or_calibrate
-    wire_dtype = distrain.Compression.by_name(config.compression).wire_dtype
+    wire_dtype = ops.Compression.by_name(config.compression).wire_dtype
     comm = dataclasses.replace(load_or_calibrate(config.calibrate), wire_dtype=wire_dtype)
     mine = costmodel.predict(
         model, config.batch_size, data.num_classes, optimizer, data.sample(config.batch_size),
-        comm, sync=distrain.barrier,
-        agree=lambda rounds: distrain.allreduce(np.int64(rounds), op=distrain.Max,
-                                                name="cost model rounds"),
+        comm, sync=collectives.barrier,
+        agree=lambda rounds: collectives.allreduce(np.int64(rounds), op=ops.Max,
+                                                   name="cost model rounds"),
         buckets=bucket_sizes() if overlap else None)
-    return costmodel.combine(distrain.allgather_object(mine))
+    return costmodel.combine(collectives.allgather_object(mine))
 
 
 def _evaluate(model, data, rank: int, size: int, batch_size: int) -> float | None:
@@ -358,6 +359,6 @@ def _evaluate(model, data, rank: int, size: int, batch_size: int) -> float | Non
     if len(x):
         logits = model.predict(x, batch_size=max(batch_size, 256), verbose=0)
         correct = int(np.sum(np.argmax(logits, axis=-1) == y))
-    totals = distrain.allreduce(np.array([correct, len(x)], np.int64), op=distrain.Sum,
-                                name="test accuracy")
+    totals = collectives.allreduce(np.array([correct, len(x)], np.int64), op=ops.Sum,
+                                   name="test accuracy")
     return float(totals[0] / totals[1]) if totals[1] else None

@@ -8,36 +8,11 @@ to wait for once backward is done: the exposed part of the communication.
 """
 from __future__ import annotations
 
-import distrain
+from distrain import collectives
 from distrain.overlap import finish_overlapped_allreduce, start_overlapped_allreduce
 from distrain.timing.timer import StepTimer
 
-__all__ = ["TrainStep", "learning_rate_at"]
-
-
-def learning_rate_at(step: int, base: float, size: int, scale: bool,
-                     warmup_steps: int) -> float:
-    """The learning rate for ``step``: ``base x size``, ramped up from ``base``.
-
-    Horovod's rule: with N ranks the global batch is N times larger, so the rate is N times
-    larger; warming up from the single-rank rate avoids early divergence.
-
-    Args:
-        step: the step about to run.
-        base: the single-rank learning rate.
-        size: the number of ranks.
-        scale: False keeps ``base`` on any number of ranks.
-        warmup_steps: steps to reach the scaled rate (0: at once).
-
-    Returns:
-        The rate.
-    """
-    if not scale or size == 1:
-        return base
-    target = base * size
-    if warmup_steps <= 0 or step >= warmup_steps:
-        return target
-    return base + (target - base) * step / warmup_steps
+__all__ = ["TrainStep"]
 
 
 class TrainStep:
@@ -117,8 +92,8 @@ class TrainStep:
             if tokens:
                 grads = finish_overlapped_allreduce(tokens, self._plan)
             else:
-                grads = distrain.grouped_allreduce(grads, compression=self.compression,
-                                                   name=f"gradients of step {step}")
+                grads = collectives.grouped_allreduce(grads, compression=self.compression,
+                                                      name=f"gradients of step {step}")
         with timer.phase("apply"):
             self._apply(grads)
         return loss, correct, int(y.shape[0])

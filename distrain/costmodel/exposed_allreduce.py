@@ -1,7 +1,7 @@
 """The allreduce left exposed when gradient buckets are reduced during backward.
 
 With overlap (:mod:`distrain.overlap`), backward makes the last sub-model's gradients first;
-each bucket (:func:`distrain.engine.overlap.plan_buckets`) starts once backward has made
+each bucket (:func:`distrain.engine.bucket_queue.plan_buckets`) starts once backward has made
 all of its gradients and the bucket before it is done, on one queue. The step then waits
 only for what is still running when backward ends:
 
@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from distrain.costmodel.ring import CommModel
-from distrain.engine.overlap import plan_buckets
+from distrain.engine.bucket_queue import plan_buckets
 
 __all__ = ["BACKWARD_SHARE", "bucket_schedule", "exposed_allreduce",
            "recommended_bucket_bytes"]

@@ -27,10 +27,10 @@ import dataclasses
 import threading
 import time
 
-from distrain.errors import RESIZE_EXIT_CODE, USAGE_EXIT_CODE
+from distrain.protocol import ExitCode
 from distrain.run.discovery import POLL_SECONDS, ask, script_argv
 from distrain.run.hosts import Host, format_hosts
-from distrain.run.outcome import TIMEOUT_EXIT_CODE
+from distrain.run.outcome import Outcome, Reason
 
 __all__ = ["Blacklist", "usable_hosts", "HostWatcher", "run_elastic", "UNNAMED_FAILURES",
            "MAX_BACKOFF", "WATCH_SECONDS"]
@@ -161,12 +161,14 @@ class HostWatcher:
                 return
 
 
-def _same_failure(one, other) -> bool:
-    """Two outcomes that are one program failure: a rank exited by itself with the same code
-    and the same last words (a kill by signal may look alike and says nothing)."""
-    return (one is not None and one.kind == other.kind == "rank" and one.code == other.code
-            and 0 < one.code < 128 and one.message.splitlines()[-1:] ==
-            other.message.splitlines()[-1:] and set(one.hosts) != set(other.hosts))
+def _same_failure(one: Outcome | None, other: Outcome) -> bool:
+    """Two outcomes that are one program failure on different hosts: a rank exited by itself
+    with the same code and the same last words (a kill by signal may look alike and says
+    nothing)."""
+    return (one is not None and one.reason is other.reason is Reason.RANK
+            and one.code == other.code and not one.signal and not other.signal
+            and bool(one.last_words) and one.last_words == other.last_words
+            and set(one.hosts) != set(other.hosts))
 
 
 def run_elastic(config, start, tell, *, clock=time.monotonic, sleep=time.sleep) -> int:
@@ -199,8 +201,8 @@ def run_elastic(config, start, tell, *, clock=time.monotonic, sleep=time.sleep) 
         wanted = config.np if not launches and config.np is not None else least
         hosts = _wait(argv, blacklist, config, wanted, least, running, lost, tell, clock,
                       sleep)
-        if isinstance(hosts, int):
-            return hosts
+        if hosts is None:
+            return ExitCode.TIMEOUT
         if running:
             tell(f"elastic: {_slots(running)} -> {_slots(hosts)} ranks on "
                  f"{format_hosts(hosts)} ({_change(running, hosts, failed)}), from the last "
@@ -212,11 +214,11 @@ def run_elastic(config, start, tell, *, clock=time.monotonic, sleep=time.sleep) 
             outcome = start(hosts, launches, watcher.wish)
         launches += 1
         running = hosts
-        if outcome.kind in ("ok", "interrupted") or outcome.code == USAGE_EXIT_CODE:
+        if outcome.reason in (Reason.OK, Reason.INTERRUPTED) or outcome.code == ExitCode.USAGE:
             if outcome.message:
                 tell(outcome.message)
             return outcome.code
-        if outcome.resize_asked and outcome.code == RESIZE_EXIT_CODE:
+        if outcome.resize_asked and outcome.code == ExitCode.RESIZE:
             last, failed = None, ()
             continue                                  # stopped at a checkpoint to grow
         tell(outcome.message)
@@ -235,9 +237,8 @@ def run_elastic(config, start, tell, *, clock=time.monotonic, sleep=time.sleep) 
             tell(f"elastic: {unnamed} failures in a row that name no host: not relaunching")
             return outcome.code
         failed = outcome.hosts or ("?",)
-        reason = outcome.message.splitlines()[0].split("; stopped")[0].split("; every")[0]
         for host in outcome.hosts:
-            tell(f"elastic: {blacklist.fail(host, reason)}")
+            tell(f"elastic: {blacklist.fail(host, outcome.summary)}")
             if host not in lost:
                 lost.append(host)
 
@@ -253,9 +254,10 @@ def _change(running, hosts, failed) -> str:
     return "after a failure" if failed else "more slots"
 
 
-def _wait(argv, blacklist, config, wanted, least, previous, lost, tell, clock, sleep):
-    """The hosts of the next launch, once discovery lists ``wanted`` usable slots; the exit
-    code 124 when that takes longer than ``--elastic-timeout`` (``least`` and ``lost`` are
+def _wait(argv, blacklist, config, wanted, least, previous, lost, tell, clock,
+          sleep) -> tuple[Host, ...] | None:
+    """The hosts of the next launch, once discovery lists ``wanted`` usable slots; None, the
+    error told, when that takes longer than ``--elastic-timeout`` (``least`` and ``lost`` are
     for the message)."""
     deadline = clock() + config.elastic_timeout
     told = False
@@ -272,7 +274,7 @@ def _wait(argv, blacklist, config, wanted, least, previous, lost, tell, clock, s
                              if h in blacklist.excluded() or h not in listed) or "none"
             tell(f"error: fewer than {wanted} usable slots for {config.elastic_timeout:g} s "
                  f"(--min-np {least}, --elastic-timeout): {said}. Hosts lost: {gone}")
-            return TIMEOUT_EXIT_CODE
+            return None
         if not told:
             tell(f"elastic: waiting up to {config.elastic_timeout:g} s for {wanted} usable "
                  f"slot(s): {said}")

@@ -35,6 +35,7 @@ import time
 
 from distrain import environment as env
 from distrain.bench.netns import NamespaceHosts, rank_environment, requirements_problem, untagged
+from distrain.run.command import launcher_argv
 
 __all__ = ["main", "Events", "losses"]
 
@@ -128,7 +129,7 @@ def _run(args, hosts: NamespaceHosts, work: str) -> dict:
         stream.write("".join(f"{address}:1\n" for address in hosts.addresses))
     state, stop = os.path.join(work, "state"), os.path.join(work, "stop")
     progress = os.path.join(work, "progress.log")
-    argv = ["distrain-run", "--min-np", str(args.min_np), "--max-np", str(args.hosts),
+    argv = [*launcher_argv(), "--min-np", str(args.min_np), "--max-np", str(args.hosts),
             "--host-discovery-script", f"cat {listing}", "--blacklist-cooldown",
             str(args.cooldown), "--elastic-timeout", "300", *hosts.mpi_flags(),
             sys.executable, "-m", "distrain.bench.elastic_program", "--commit-every",
