@@ -126,11 +126,7 @@ def mpi_threads_supported() -> bool:
     Raises:
         ValueError: MPI is not in use.
     """
-    if runtime.backend_name() != "mpi":
-        raise ValueError("MPI is not enabled: the running backend is "
-                         f"{runtime.backend_name()!r}")
-    from mpi4py import MPI
-    return MPI.Query_thread() == MPI.THREAD_MULTIPLE
+    return runtime.backend().mpi_threads_supported()
 
 
 def is_homogeneous() -> bool:

@@ -140,6 +140,14 @@ class Backend:
         """
         raise NotImplementedError(f"the {self.name} backend has no process sets")
 
+    def mpi_threads_supported(self) -> bool:
+        """True when the MPI library takes calls from several threads at once.
+
+        Raises:
+            ValueError: the backend does not use MPI.
+        """
+        raise ValueError(f"MPI is not enabled: the running backend is {self.name!r}")
+
     def join(self) -> int:
         """Takes part in the other ranks' collectives with nothing of its own until every
         rank has joined.

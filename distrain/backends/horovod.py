@@ -141,6 +141,9 @@ class HorovodBackend(Backend):
     def join(self):
         return int(self.hvd.join())
 
+    def mpi_threads_supported(self):
+        return bool(self.hvd.mpi_threads_supported())
+
     def message_allreduce(self, send, recv):
         """Horovod's whole allreduce call (its negotiation included) is the message."""
         recv[...] = self.allreduce([send], ReduceOp.SUM, None, "message_allreduce")[0]

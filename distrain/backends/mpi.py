@@ -224,6 +224,9 @@ class MPIBackend(EngineBackend):
         with self._moving("allgather_object", "allgather_object"):
             return self.comm.allgather(obj)
 
+    def mpi_threads_supported(self):
+        return self.MPI.Query_thread() == self.MPI.THREAD_MULTIPLE
+
     def message_allreduce(self, send, recv):
         self.transport.allreduce(send, recv, ReduceOp.SUM)
 

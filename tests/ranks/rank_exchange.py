@@ -105,6 +105,8 @@ def test_alltoall_bad_splits_raise_invalid_argument_on_every_rank():
 
 
 @needs_two
+@pytest.mark.skipif(hvd.collectives.backend_name() == "horovod",
+                    reason="Horovod leaves the other ranks waiting for the bad one")
 def test_alltoall_one_bad_rank_gets_invalid_argument_the_others_a_mismatch():
     bad = RANK == SIZE - 1
     splits = [9] * SIZE if bad else [0] * SIZE
