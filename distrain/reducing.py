@@ -112,8 +112,10 @@ def grouped_allreduce(tensors: Sequence, average=None, device_dense="", device_s
     def forward(inputs):
         if active.native_tensorflow and any(kind_of(v) == Kind.TENSOR for v in inputs):
             scaled = [_scaled_tensor(v, prescale) for v in inputs]
-            outs = active.allreduce_tensors(scaled, reduce_op, wire_dtype, label)
-            outs = [_scaled_tensor(o, postscale) for o in outs]
+            op, post = _integer_average(reduce_op, postscale, [v.dtype for v in inputs],
+                                        active.world.size)
+            outs = active.allreduce_tensors(scaled, op, wire_dtype, label)
+            outs = [_scaled_tensor(o, post) for o in outs]
             return [o if kind_of(i) == Kind.TENSOR else np.asarray(o.numpy())
                     for o, i in zip(outs, inputs)]
 
@@ -134,13 +136,19 @@ def _factor(factor) -> float:
     return float(np.float32(factor))
 
 
+def _integer_average(op: ReduceOp, postscale: float, dtypes, size: int):
+    """``(op, postscale)`` to run: an integer Average with a postscale is Horovod's Sum
+    scaled once by ``postscale / size`` (one truncation, not two)."""
+    if op is Average and postscale != 1.0 and any(
+            np.dtype(getattr(d, "as_numpy_dtype", d)).kind in "iub" for d in dtypes):
+        return Sum, postscale / size
+    return op, postscale
+
+
 def _reduce(active, arrays, op: ReduceOp, wire_dtype, label: str, postscale: float) -> list:
-    """The backend's reduction, then the postscale. An integer Average with a postscale is
-    Horovod's Sum scaled once by ``postscale / size`` (one truncation, not two)."""
-    if op is Average and postscale != 1.0 and any(a.dtype.kind in "iub" for a in arrays):
-        size = active.world.size
-        return [_scaled(o, postscale / size)
-                for o in active.allreduce(arrays, Sum, wire_dtype, label)]
+    """The backend's reduction, then the postscale (:func:`_integer_average`)."""
+    op, postscale = _integer_average(op, postscale, [a.dtype for a in arrays],
+                                     active.world.size)
     return [_scaled(o, postscale) for o in active.allreduce(arrays, op, wire_dtype, label)]
 
 
@@ -253,12 +261,9 @@ def grouped_reducescatter(tensors: Sequence, device_dense="", compression=Compre
     def forward(inputs):
         def run(arrays):
             arrays = [_scaled(a, prescale) for a in arrays]
-            if reduce_op is Average and postscale != 1.0 and \
-                    any(a.dtype.kind in "iub" for a in arrays):
-                outs = active.reducescatter(arrays, Sum, wire_dtype, label)
-                return [_scaled(o, postscale / size) for o in outs]
-            return [_scaled(o, postscale)
-                    for o in active.reducescatter(arrays, reduce_op, wire_dtype, label)]
+            op, post = _integer_average(reduce_op, postscale, [a.dtype for a in arrays], size)
+            return [_scaled(o, post)
+                    for o in active.reducescatter(arrays, op, wire_dtype, label)]
         shapes = [[None] + list(v.shape[1:]) for v in inputs]
         return run_collective(run, inputs, shapes, name=label)
 

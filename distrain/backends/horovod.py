@@ -84,7 +84,12 @@ class HorovodBackend(Backend):
         reduced: list = [None] * len(tensors)
         with self._mismatch_errors(label):
             for indices in groups.values():
-                outs = self.hvd.grouped_allreduce([wired[i] for i in indices], op=self._ops[op])
+                if op is ReduceOp.ADASUM:  # Horovod 0.28.1's grouped Adasum fails (a local
+                    outs = [self.hvd.allreduce(wired[i], op=self.hvd.Adasum)  # unbound)
+                            for i in indices]
+                else:
+                    outs = self.hvd.grouped_allreduce([wired[i] for i in indices],
+                                                      op=self._ops[op])
                 for i, out in zip(indices, outs):
                     reduced[i] = tf.cast(out, tensors[i].dtype)
         return reduced

@@ -2,7 +2,8 @@
 
 - An eager tensor's memory is read through ``np.asarray`` (no copy).
 - A result goes back to TensorFlow through DLPack, which adopts the aligned buffer distrain
-  allocated (no copy); dtypes DLPack cannot carry (bfloat16) are converted with a copy.
+  allocated (no copy); dtypes DLPack cannot carry (bfloat16, and bool on TensorFlow 2.15)
+  are converted with a copy.
 - Inside ``tf.function`` a collective becomes one ``tf.numpy_function`` op. Such ops are
   stateful, so TensorFlow's automatic control dependencies run them in program order on every
   rank, which keeps collectives in the same order across ranks.
@@ -100,7 +101,7 @@ def from_numpy(array: np.ndarray, kind: str):
     if kind == Kind.NUMPY:
         return array
     tf = _tf()
-    if array.size and is_aligned(array) and array.dtype.kind in "fiub" and \
+    if array.size and is_aligned(array) and array.dtype.kind in "fiu" and \
             array.dtype.name != "bfloat16" and array.flags.c_contiguous and \
             array.flags.writeable:
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
