@@ -6,8 +6,13 @@ numpy buffer with one ``mpi4py`` ``Allreduce``. Prints the median of each, their
 the bus bandwidth as nccl-tests define it. The same bytes Allreduced in distrain's chunk size
 are printed too, to show what chunking alone buys: busbw = algbw x 2(p-1)/p, algbw = bytes / time.
 
+``--op alltoall|reducescatter|allgather|broadcast`` times that collective of one
+``--megabytes`` tensor against its raw mpi4py call instead, and ``--process-set R,R,...``
+runs on those ranks only (:mod:`distrain.bench.collective_ops`).
+
 Example:
     mpirun -np 2 python -m distrain.bench allreduce --json
+    mpirun -np 4 python -m distrain.bench allreduce --op alltoall --process-set 0,1
 """
 from __future__ import annotations
 
@@ -15,12 +20,16 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
 from distrain import environment as env
+from distrain.bench.collective_ops import OPS
+from distrain.bench.collective_ops import run as run_op
 from distrain.ops import COMPRESSIONS
+from distrain.protocol import ExitCode
 from distrain.tfimport import import_tensorflow
 
 __all__ = ["main", "bus_bandwidth"]
@@ -43,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=20, help="timed repetitions (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed repetitions (default 3)")
     p.add_argument("--compression", default="none", choices=COMPRESSIONS)
+    p.add_argument("--op", default="allreduce", choices=OPS,
+                   help="the collective to time against its raw MPI call (default allreduce: "
+                        "ResNet-50's gradient list)")
+    p.add_argument("--megabytes", type=float, default=64.0,
+                   help="the tensor's size for --op other than allreduce (default 64)")
+    p.add_argument("--process-set", default=None, metavar="R,R,...",
+                   help="run on these ranks only, as a process set (raw MPI: the matching "
+                        "sub-communicator)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -65,6 +82,38 @@ def _max(comm):
     return MPI.MAX
 
 
+def _ranks(text: str | None) -> list[int] | None:
+    """``--process-set``'s ranks.
+
+    Raises:
+        ValueError: not a comma-separated list of integers.
+    """
+    if not text:
+        return None
+    try:
+        return sorted({int(r) for r in text.split(",")})
+    except ValueError:
+        raise ValueError(f"takes ranks as R,R,... (got {text!r})") from None
+
+
+def _other_op(args, collectives, process_sets) -> int:
+    """``--op`` other than allreduce, or any op on a process set."""
+    process_set = process_sets[0] if process_sets else collectives.global_process_set
+    result = run_op(args.op, args.megabytes, process_set, args.iters, args.warmup,
+                    _median_time)
+    if result is not None:
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            where = f"ranks {result['process_set']}" if result["process_set"] else \
+                f"{result['ranks']} ranks"
+            print(f"{args.op} of {result['megabytes']} MB on {where}: distrain "
+                  f"{result['distrain_ms']:.2f} ms, raw MPI {result['raw_mpi_ms']:.2f} ms, "
+                  f"ratio {result['ratio']:.3f}", flush=True)
+    collectives.shutdown()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark on every rank; rank 0 prints.
 
@@ -79,7 +128,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from distrain import collectives, ops
     from distrain.bench.shapes import resnet50_shapes
-    collectives.init("mpi")
+    try:
+        ranks = _ranks(args.process_set)
+        process_sets = [collectives.ProcessSet(ranks)] if ranks else None
+        collectives.init(backend="mpi", process_sets=process_sets)
+    except ValueError as exc:  # not ranks, a set outside the world, or the world again
+        if env.detect_world().rank == 0:
+            print(f"distrain.bench allreduce: --process-set {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    if args.op != "allreduce" or ranks:
+        return _other_op(args, collectives, process_sets)
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     size, rank = collectives.size(), collectives.rank()

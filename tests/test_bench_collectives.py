@@ -1,0 +1,38 @@
+"""``python -m distrain.bench allreduce --op ...`` under a real mpirun: it runs each collective
+against its raw MPI call and prints the figures; bad input is one line and exit code 2.
+The speed itself is the benchmark's to report, not a test's."""
+import json
+
+import pytest
+
+from conftest import json_rows, run_mpi
+
+BENCH = ["-m", "distrain.bench", "allreduce", "--iters", "2", "--warmup", "1",
+         "--megabytes", "0.2", "--json"]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("ranks, op, process_set", [
+    (2, "alltoall", None), (2, "reducescatter", None), (3, "allgather", "0,2"),
+    (3, "broadcast", None)])
+def test_bench_times_each_collective(ranks, op, process_set):
+    extra = ["--process-set", process_set] if process_set else []
+    result = run_mpi(ranks, BENCH + ["--op", op] + extra, timeout=200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json_rows(result.stdout)
+    assert len(rows) == 1, result.stdout
+    row = rows[0]
+    assert row["op"] == op and row["distrain_ms"] > 0 and row["raw_mpi_ms"] > 0
+    assert row["ranks"] == (2 if process_set else ranks)
+    assert row["process_set"] == ([0, 2] if process_set else None)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_bench_refuses_a_process_set_outside_the_world():
+    result = run_mpi(2, BENCH + ["--op", "alltoall", "--process-set", "0,5"], timeout=100)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "--process-set" in line]
+    assert lines and "Traceback" not in result.stderr
+    assert len(lines) == 1 and "must be ranks of the world" in lines[0]
