@@ -11,7 +11,7 @@ from distrain import environment as env
 from distrain.errors import UsageError
 from distrain.keras_compat import optimizer_variables
 from distrain.timing.timer import StepTimer
-from distrain.train import checkpoint, data as datasets
+from distrain.train import checkpoint, data as datasets, resume as resuming
 from distrain.train.config import TrainConfig
 from distrain.train.lr_schedule import Schedule
 from distrain.train.models import build_model
@@ -74,49 +74,14 @@ def _build(config: TrainConfig, data):
     return model, optimizer
 
 
-def _meta(config: TrainConfig, size: int) -> dict:
-    """What a checkpoint must share with the run that resumes it: the per-rank batch, or
-    the global batch when it is fixed (any number of ranks may resume it)."""
-    batch = {"global_batch": config.global_batch} if config.global_batch else \
-        {"batch_size": config.batch_size}
-    return {"model": config.model, "dataset": config.dataset, "optimizer": config.optimizer,
-            **batch}
-
-
-def _restore(config, model, optimizer, size):
-    """Rank 0 loads the checkpoint into the model and optimizer; returns its header."""
-    meta, model_arrays, opt_arrays = checkpoint.load(config.checkpoint_dir)
-    expected = _meta(config, size)
-    if "size" not in meta:     # written before elastic jobs: it knows the global batch only
-        expected = {k: v for k, v in expected.items() if k not in ("batch_size",
-                                                                   "global_batch")}
-        expected["global_batch"] = config.global_batch_size(size)
-    differs = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
-    if differs:
-        detail = ", ".join(f"{k} {a!r} there but {b!r} here" for k, (a, b) in differs.items())
-        raise UsageError(f"the checkpoint in {config.checkpoint_dir!r} is from another run "
-                         f"({detail})")
-    targets = [(model.weights, model_arrays), (optimizer_variables(optimizer),
-                                                opt_arrays)]
-    for variables, arrays in targets:
-        shapes = [tuple(v.shape) for v in variables]
-        if shapes != [a.shape for a in arrays]:
-            raise UsageError(f"the checkpoint in {config.checkpoint_dir!r} does not fit this "
-                             f"model ({len(arrays)} arrays there, {len(shapes)} here)")
-        for variable, array in zip(variables, arrays):
-            variable.assign(array)
-    return meta
 
 
 def _save(config, model, optimizer, position, schedule, size, printer):
-    header = dict(_meta(config, size), epoch_samples=position.epoch_samples,
-                  epoch_budget=position.epoch_budget, size=size,
-                  global_batch=config.global_batch_size(size), batch_size=config.batch_size,
-                  **schedule.header(position.step))
     path = checkpoint.save(config.checkpoint_dir, position.step, position.epoch,
                            [np.asarray(v) for v in model.weights],
                            [np.asarray(v) for v in optimizer_variables(optimizer)],
-                           header, keep=config.keep_checkpoints)
+                           resuming.header(config, position, size, schedule),
+                           keep=config.keep_checkpoints)
     printer.line(f"checkpoint saved at step {position.step}: {path}")
 
 
@@ -171,9 +136,10 @@ def run(config: TrainConfig) -> TrainResult:
                         int(config.warmup_epochs * steps))
     fresh = steps * per_step           # the samples of an epoch begun at this size
     position = Position(0, 0, 0, fresh)
-    resume = _should_resume(config, rank)
+    resume = resuming.should_resume(config, rank)
     if resume:
-        meta = _agree(lambda: _restore(config, model, optimizer, size) if rank == 0 else None)
+        meta = _agree(lambda: resuming.restore(config, model, optimizer, size)
+                      if rank == 0 else None)
         meta = collectives.allgather_object(meta)[0] if size > 1 else meta
         position = position_of(meta, steps, per_step).normalised(per_step, fresh)
         changed = schedule.resume(meta, position.step, int(meta.get("size", size)),
@@ -185,7 +151,7 @@ def run(config: TrainConfig) -> TrainResult:
                  f"{device}; model {config.model} ({model.count_params():,} parameters), "
                  f"dataset {data.name}, global batch {per_step}, {steps} steps/epoch")
     if resume:
-        printer.line(_resumed_line(meta, position, size, per_step, changed, digest))
+        printer.line(resuming.resumed_line(meta, position, size, per_step, changed, digest))
 
     prediction = _predict(config, model, optimizer, data, overlap) if config.cost_model \
         else None
@@ -276,29 +242,6 @@ def _boundary(config, model, optimizer, position, schedule, size, printer, elast
                                         f"the checkpoint is saved")
 
 
-def _resumed_line(meta, position, size: int, per_step: int, changed: str,
-                  digest: str) -> str:
-    """The line a resumed run prints: from where, and what a change of size changed."""
-    saved = int(meta.get("size", size))
-    line = f"resumed from step {position.step}, weights {digest}"
-    if saved != size:
-        line += (f"; saved at {saved} rank(s), now {size}: epoch {position.epoch} goes on "
-                 f"from sample {position.epoch_samples} of its shuffle, global batch "
-                 f"{meta.get('global_batch', '?')} -> {per_step}")
-    return line + (f"; {changed}" if changed else "")
-
-
-def _should_resume(config, rank: int) -> bool:
-    """``--resume``, or a relaunch by distrain-run (``DISTRAIN_RESTART_COUNT`` > 0) of a run
-    with a checkpoint directory that already holds a checkpoint (rank 0 looks)."""
-    if config.resume:
-        return True
-    if not config.checkpoint_dir or env.int_setting(env.RESTART_COUNT, 0) <= 0:
-        return False
-    import os
-    found = rank == 0 and os.path.isfile(os.path.join(config.checkpoint_dir,
-                                                      checkpoint.CHECKPOINT_NAME))
-    return bool(collectives.allgather_object(found)[0])
 
 
 def _report(config, timer, prediction, size, printer, final: bool) -> None:
