@@ -8,10 +8,10 @@ import numpy as np
 
 from distrain import collectives, ops
 from distrain import environment as env
-from distrain.errors import UsageError
 from distrain.keras_compat import optimizer_variables
 from distrain.timing.timer import StepTimer
 from distrain.train import checkpoint, data as datasets, resume
+from distrain.train.agreement import agree
 from distrain.train.config import TrainConfig
 from distrain.train.lr_schedule import Schedule
 from distrain.train.models import build_model
@@ -42,24 +42,6 @@ class TrainResult:
     prediction: object = None  # a distrain.costmodel.Prediction when the cost model ran
     gradient_bytes: int = 0    # the bytes of one rank's gradients, as allreduced (no wire cast)
     gradient_specs: tuple = ()  # (shape, dtype name) of each gradient, in the variables' order
-
-
-def _agree(action):
-    """Runs ``action`` on every rank; if any rank raises UsageError, every rank raises it.
-
-    Problems that only some ranks see (rank 0's checkpoint directory) then end every rank
-    the same way, instead of leaving the others waiting in the next collective.
-    """
-    try:
-        value, problem = action(), None
-    except UsageError as exc:
-        value, problem = None, str(exc)
-    if collectives.size() > 1:
-        problems = collectives.allgather_object(problem)
-        problem = next((p for p in problems if p), None)
-    if problem:
-        raise UsageError(problem)
-    return value
 
 
 def _build(config: TrainConfig, data):
@@ -96,13 +78,13 @@ def run(config: TrainConfig) -> TrainResult:
     collectives.init(None if config.backend == "auto" else config.backend)
     rank, size = collectives.rank(), collectives.size()
     printer = Printer(rank, config.verbose, config.quiet)
-    config = _agree(lambda: dataclasses.replace(
+    config = agree(lambda: dataclasses.replace(
         config, batch_size=rank_batch(config.batch_size, config.global_batch, size)))
     elastic = _take_resize_requests(config, printer)
     data, steps = _open_data(config, rank, size)
-    model, optimizer = _agree(lambda: _build(config, data))
+    model, optimizer = agree(lambda: _build(config, data))
     if config.checkpoint_dir:
-        _agree(lambda: checkpoint.check_writable(config.checkpoint_dir) if rank == 0 else None)
+        agree(lambda: checkpoint.check_writable(config.checkpoint_dir) if rank == 0 else None)
     training = _Run(config, rank, size, printer, data, steps, model, optimizer, elastic,
                     overlap)
     resumed = training.resume_from_checkpoint() if resume.should_resume(config, rank) else None
@@ -115,12 +97,12 @@ def run(config: TrainConfig) -> TrainResult:
 def _open_data(config: TrainConfig, rank: int, size: int):
     """Opens this rank's shard of the dataset; returns it and the steps of an epoch, agreed
     by every rank."""
-    data = _agree(lambda: datasets.open_source(config.dataset, config.seed, config.batch_size,
+    data = agree(lambda: datasets.open_source(config.dataset, config.seed, config.batch_size,
                                                rank, size, config.image_size,
                                                config.synthetic_samples))
-    summary = _agree(data.summary)  # this rank's shard, read once
+    summary = agree(data.summary)  # this rank's shard, read once
     summaries = collectives.allgather_object(summary) if size > 1 else [summary]
-    steps = _agree(lambda: data.settle(summaries, config.batch_size, size,
+    steps = agree(lambda: data.settle(summaries, config.batch_size, size,
                                        config.steps_per_epoch))
     return data, steps
 
@@ -177,7 +159,7 @@ class _Run:
         Raises:
             UsageError: the checkpoint is from another run or model, on every rank alike.
         """
-        meta = _agree(lambda: resume.restore(self.config, self.model, self.optimizer, self.size)
+        meta = agree(lambda: resume.restore(self.config, self.model, self.optimizer, self.size)
                       if self.rank == 0 else None)
         meta = collectives.allgather_object(meta)[0] if self.size > 1 else meta
         self.position = position_of(meta, self.steps, self.per_step).normalised(
