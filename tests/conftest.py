@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -39,15 +40,37 @@ def rank_env(np_: int, **extra: str) -> dict[str, str]:
     return child
 
 
+def run_launcher(argv: list[str], timeout: float, env: dict[str, str]):
+    """Runs a launcher (mpirun, horovodrun) in a session of its own; a hang becomes a test
+    failure after ``timeout``, and every process of the session is killed then, ranks
+    included (killing the launcher alone left its ranks running)."""
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stdout = stderr = ""
+        # SIGTERM first: the launcher ends its ranks (they live in its daemon's session,
+        # which a SIGKILL of the launcher's group does not reach); then SIGKILL what is left.
+        for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                stdout, stderr = process.communicate(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        pytest.fail(f"{' '.join(argv)} did not finish in {timeout} s:\n"
+                    f"{(stdout or '')[-3000:]}\n{(stderr or '')[-3000:]}")
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
 def run_mpi(np_: int, args: list[str], timeout: float, **extra_env: str):
     """Runs ``mpirun -np N python ARGS``; a hang becomes a test failure after ``timeout``."""
-    try:
-        return subprocess.run(mpirun_argv(np_) + [sys.executable] + args, cwd=ROOT,
-                              env=rank_env(np_, **extra_env), capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"mpirun -np {np_} {' '.join(args)} did not finish in {timeout} s:\n"
-                    f"{(exc.stdout or b'')[-3000:]!r}\n{(exc.stderr or b'')[-3000:]!r}")
+    return run_launcher(mpirun_argv(np_) + [sys.executable] + args, timeout,
+                        rank_env(np_, **extra_env))
 
 
 def json_rows(output: str) -> list[dict]:

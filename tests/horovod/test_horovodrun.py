@@ -6,24 +6,19 @@ folder out, and says so, where Horovod is not installed.
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, json_rows, rank_env, run_mpi
+from conftest import json_rows, rank_env, run_launcher, run_mpi
 
 TRAIN = ["-m", "distrain.train", "--model", "cnn", "--steps-per-epoch", "8", "--no-cost-model"]
 
 
 def horovodrun(np_: int, args: list[str], timeout: float):
-    try:
-        return subprocess.run([shutil.which("horovodrun"), "-np", str(np_), sys.executable]
-                              + args, cwd=ROOT, env=rank_env(np_), capture_output=True,
-                              text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"horovodrun did not finish in {timeout} s: {exc.stdout!r} {exc.stderr!r}")
+    return run_launcher([shutil.which("horovodrun"), "-np", str(np_), sys.executable] + args,
+                        timeout, rank_env(np_))
 
 
 def untag(text: str) -> str:
