@@ -19,7 +19,7 @@ from distrain.backends import Backend
 from distrain.backends.base import CollectiveArgumentError
 
 __all__ = ["ProcessSet", "global_process_set", "add_process_set", "remove_process_set",
-           "setup", "clear", "backend_for", "by_id", "process_set_ids"]
+           "setup", "clear", "backend_for", "by_id"]
 
 
 class ProcessSet:
@@ -201,11 +201,6 @@ def remove_process_set(process_set: ProcessSet) -> bool:
 def by_id(process_set_id: int) -> ProcessSet | None:
     """The registered set with this id, or None."""
     return _sets.get(process_set_id)
-
-
-def process_set_ids() -> list[int]:
-    """The ids of every registered set."""
-    return sorted(_sets)
 
 
 def backend_for(process_set: ProcessSet | None, collective: str = "collective") -> Backend:
