@@ -29,6 +29,7 @@ import numpy as np
 
 from distrain import runtime
 from distrain.backends.base import CollectiveError
+from distrain.engine.buffers import aligned_empty
 from distrain.engine.bucket_queue import drain_process_queue
 from distrain.engine.tensors import (Kind, from_numpy, graph_collective, is_symbolic,
                                      kind_of, to_numpy)
@@ -100,9 +101,22 @@ def run_collective(run: Callable[[list[np.ndarray]], list[np.ndarray]], values: 
             return graph_collective(ordered, values, shapes, out_dtypes=out_dtypes)
         return _name_matched(ordered, values, shapes, out_dtypes, name)
     kinds = [kind_of(v) for v in values]
-    outs = ordered([to_numpy(v) for v in values])
+    arrays = [to_numpy(v) for v in values]
+    outs = ordered(arrays)
     kinds += [kinds[0] if kinds else Kind.NUMPY] * (len(outs) - len(kinds))
-    return [from_numpy(o, k) for o, k in zip(outs, kinds)]
+    return [_returned(values[i], o) if i < len(arrays) and o is arrays[i] else from_numpy(o, k)
+            for i, (o, k) in enumerate(zip(outs, kinds))]
+
+
+def _returned(value, array: np.ndarray):
+    """A result that is its input's own memory (a broadcast's root): a tensor is returned as
+    it is (tensors are immutable, and Horovod's root returns its input); a numpy array or a
+    variable's value is copied, so the result never aliases what the caller may change."""
+    if kind_of(value) == Kind.TENSOR and not hasattr(value, "assign"):
+        return value
+    copy = aligned_empty(array.shape, array.dtype)
+    np.copyto(copy, array)
+    return from_numpy(copy, kind_of(value))
 
 
 _MATCHER: list = []
