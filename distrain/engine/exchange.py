@@ -80,8 +80,16 @@ def reducescatter(transport, rank: int, arrays: Sequence[np.ndarray], op: Reduce
     for dtype, members in groups.items():
         counts = [sum(splits[i][r] * _row_elements(arrays[i]) for i in members)
                   for r in range(size)]
-        send = aligned_empty((sum(counts),), dtype)
         prescale = op is ReduceOp.AVERAGE and size > 1 and dtype in FLOAT_DTYPES
+        if len(members) == 1 and arrays[members[0]].dtype == dtype and \
+                op is not ReduceOp.AVERAGE:
+            # one array on the wire as it is: its ranks' rows are already in rank order
+            i = members[0]
+            out = aligned_empty((splits[i][rank],) + tuple(arrays[i].shape[1:]), dtype)
+            transport.reduce_scatter(arrays[i].reshape(-1), out.reshape(-1), counts, op)
+            outputs[i] = out
+            continue
+        send = aligned_empty((sum(counts),), dtype)
         at = 0
         for r in range(size):
             for i in members:
