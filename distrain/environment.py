@@ -89,6 +89,10 @@ TF_NUM_INTRAOP_THREADS = "TF_NUM_INTRAOP_THREADS"
 TF_NUM_INTEROP_THREADS = "TF_NUM_INTEROP_THREADS"
 TF_CPP_MIN_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 
+# --- the C library ---------------------------------------------------------------------------
+GLIBC_TUNABLES = "GLIBC_TUNABLES"                 # distrain-run adds glibc.malloc.hugetlb=1
+MALLOC_HUGETLB = "glibc.malloc.hugetlb"
+
 
 class WorldError(RuntimeError):
     """The launcher's variables are contradictory or name an unusable setup."""

@@ -9,7 +9,8 @@ from distrain.cores import thread_defaults
 from distrain.errors import UsageError
 from distrain.protocol import Record, format_record, parse_record
 from distrain.run.command import (WRAPPER, env_flags, forwarded_names, heartbeat_interval,
-                                  job_env, mpirun_argv, rank_command)
+                                  job_env, mpirun_argv, rank_command,
+                                  with_huge_pages)
 from distrain.run.config import LaunchConfig
 from distrain.run.output import Console
 from distrain.run.rank import Splitter
@@ -106,7 +107,24 @@ def test_job_env_sets_launcher_stall_settings_and_x_values():
     child = job_env({"PATH": "/bin", "KEEP": "k"}, config)
     assert child == {"PATH": "/bin", "KEEP": "k", "FOO": "bar",
                      env.LAUNCHER: "distrain-run", env.STALL_WARNING_SECONDS: "5",
-                     env.STALL_SHUTDOWN_SECONDS: "12.5"}
+                     env.STALL_SHUTDOWN_SECONDS: "12.5",
+                     env.GLIBC_TUNABLES: "glibc.malloc.hugetlb=1"}
+
+
+@pytest.mark.parametrize("given, expected", [
+    (None, "glibc.malloc.hugetlb=1"),
+    ("", "glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.arena_max=2", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"),             # the user's choice
+    ("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2",
+     "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2"),
+    ("glibc.malloc.hugetlbx=1", "glibc.malloc.hugetlbx=1:glibc.malloc.hugetlb=1"),
+])
+def test_ranks_get_huge_page_malloc_unless_the_user_chose(given, expected):
+    config = LaunchConfig(["p"], np=2)
+    environ = {} if given is None else {env.GLIBC_TUNABLES: given}
+    assert job_env(environ, config)[env.GLIBC_TUNABLES] == expected
+    assert with_huge_pages(given) == expected
 
 
 def test_job_env_restart_count_only_on_relaunch():

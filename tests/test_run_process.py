@@ -15,6 +15,7 @@ import pytest
 
 from distrain import environment as env
 from distrain.run import LaunchConfig, launch
+from distrain.run.command import with_huge_pages
 
 from run_helpers import PROGRAM, alive
 
@@ -74,7 +75,8 @@ def test_every_rank_runs_with_tagged_output_and_its_environment(pid_dir, np_):
                 "7", "--stall-shutdown-seconds", "30"], pid_dir,
                ["--print-env", env.OMP_NUM_THREADS, "--print-env", env.LAUNCHER,
                 "--print-env", "DISTRAIN_TEST_VALUE", "--print-env", env.STALL_WARNING_SECONDS,
-                "--print-env", env.STALL_SHUTDOWN_SECONDS, "--print-env", env.RESTART_COUNT])
+                "--print-env", env.STALL_SHUTDOWN_SECONDS, "--print-env", env.RESTART_COUNT,
+                "--print-env", env.GLIBC_TUNABLES])
     assert done.returncode == 0, done.stderr
     assert sorted(map(int, _pids(pid_dir))) == list(range(np_))
     threads = max(1, len(os.sched_getaffinity(0)) // np_)
@@ -84,7 +86,9 @@ def test_every_rank_runs_with_tagged_output_and_its_environment(pid_dir, np_):
         assert tag + f"hello from rank {rank}" in lines
         for expected in (f"{env.OMP_NUM_THREADS}={threads}", f"{env.LAUNCHER}=distrain-run",
                          "DISTRAIN_TEST_VALUE=42", f"{env.STALL_WARNING_SECONDS}=7",
-                         f"{env.STALL_SHUTDOWN_SECONDS}=30", f"{env.RESTART_COUNT}=<unset>"):
+                         f"{env.STALL_SHUTDOWN_SECONDS}=30", f"{env.RESTART_COUNT}=<unset>",
+                         f"{env.GLIBC_TUNABLES}="
+                         f"{with_huge_pages(os.environ.get(env.GLIBC_TUNABLES))}"):
             assert tag + expected in lines
     if np_ > len(os.sched_getaffinity(0)):
         assert "oversubscribing" in done.stderr
