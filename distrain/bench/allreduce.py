@@ -99,8 +99,7 @@ def _ranks(text: str | None) -> list[int] | None:
 def _other_op(args, collectives, process_sets) -> int:
     """``--op`` other than allreduce, or any op on a process set."""
     process_set = process_sets[0] if process_sets else collectives.global_process_set
-    result = run_op(args.op, args.megabytes, process_set, args.iters, args.warmup,
-                    _median_time)
+    result = run_op(args.op, args.megabytes, process_set, args.iters, args.warmup)
     if result is not None:
         if args.json:
             print(json.dumps(result), flush=True)

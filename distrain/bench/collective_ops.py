@@ -11,11 +11,20 @@ one distrain collective against the matching raw mpi4py call on the same bytes.
 
 ``t`` is a float32 ``tf.Tensor`` of ``--megabytes`` (each rank's part of it for allgather).
 With ``--process-set R,R,...`` both run on those ranks only: distrain's on a registered
-process set, the raw call on the matching sub-communicator; the other ranks wait. Each
-figure is the slowest rank's median over ``--iters`` runs after ``--warmup``, a barrier
-before each.
+process set, the raw call on the matching sub-communicator; the other ranks wait. The two
+calls alternate (raw first on even iterations, distrain first on odd ones), so both see
+the same state of the host; each figure is the slowest rank's median over ``--iters``
+runs after ``--warmup``, a barrier before each.
+
+Run it under ``distrain-run``: its ranks allocate on transparent huge pages
+(:func:`distrain.run.command.with_huge_pages`). Under a bare ``mpirun`` a tensor's memory
+is on 4 KiB pages while the raw call's numpy buffers are on huge pages, and Open MPI's
+single-copy transfer reads the former up to 3x slower.
 """
 from __future__ import annotations
+
+import statistics
+import time
 
 import numpy as np
 
@@ -61,8 +70,24 @@ def _distrain_call(op: str, tensor, part_tensor, process_set, root: int):
     return lambda: collectives.broadcast(tensor, root_rank=root, process_set=process_set)
 
 
-def run(op: str, megabytes: float, process_set, iters: int, warmup: int,
-        median_time) -> dict | None:
+def paired_medians(fns, comm, iters: int, warmup: int) -> list[float]:
+    """The slowest rank's median seconds of each of ``fns``, called in turn (the order
+    reversed every other iteration), a barrier before each call."""
+    from mpi4py import MPI
+
+    times: list[list[float]] = [[] for _ in fns]
+    for iteration in range(warmup + iters):
+        order = range(len(fns)) if iteration % 2 == 0 else reversed(range(len(fns)))
+        for index in order:
+            comm.Barrier()
+            start = time.perf_counter()
+            fns[index]()
+            if iteration >= warmup:
+                times[index].append(time.perf_counter() - start)
+    return [comm.allreduce(statistics.median(t), op=MPI.MAX) for t in times]
+
+
+def run(op: str, megabytes: float, process_set, iters: int, warmup: int) -> dict | None:
     """Times ``op`` both ways; returns the figures on the set's first rank, None elsewhere.
 
     Args:
@@ -70,7 +95,6 @@ def run(op: str, megabytes: float, process_set, iters: int, warmup: int,
         megabytes: the tensor's size.
         process_set: a registered process set (``collectives.global_process_set`` for all).
         iters, warmup: timed and untimed repetitions.
-        median_time: ``(fn, comm, iters, warmup) -> slowest rank's median seconds``.
     """
     import tensorflow as tf
     from mpi4py import MPI
@@ -87,9 +111,10 @@ def run(op: str, megabytes: float, process_set, iters: int, warmup: int,
         data = np.random.default_rng(rank).standard_normal(count).astype(np.float32)
         tensor = tf.constant(data)
         part_tensor = tf.constant(data[:count // size])
-        raw = median_time(_raw_call(op, sub, MPI, data), sub, iters, warmup)
-        ours = median_time(_distrain_call(op, tensor, part_tensor, process_set, members[0]),
-                           sub, iters, warmup)
+        raw, ours = paired_medians(
+            [_raw_call(op, sub, MPI, data),
+             _distrain_call(op, tensor, part_tensor, process_set, members[0])],
+            sub, iters, warmup)
         if sub.Get_rank() == 0:
             result = {"op": op, "ranks": size, "process_set": members if subset else None,
                       "megabytes": round(count * 4 / 1e6, 1),
