@@ -11,8 +11,9 @@ Example:
 from __future__ import annotations
 
 from distrain.keras import callbacks
-from distrain.keras.optimizer import DistributedOptimizer
+from distrain.keras.optimizer import DistributedOptimizer, PartialDistributedOptimizer
 from distrain.tensorflow import *  # noqa: F401,F403  the horovod.tensorflow names
 from distrain.tensorflow import __all__ as _TENSORFLOW_NAMES
 
-__all__ = list(_TENSORFLOW_NAMES) + ["DistributedOptimizer", "callbacks"]
+__all__ = list(_TENSORFLOW_NAMES) + ["DistributedOptimizer", "PartialDistributedOptimizer",
+                                     "callbacks"]

@@ -26,7 +26,9 @@ from distrain.collectives import (ProcessSet, add_process_set, allgather, allgat
                                   remove_process_set, rocm_built, shutdown, size, size_op,
                                   start_timeline, stop_timeline)
 from distrain.ops import Adasum, Average, Compression, Max, Min, Product, Sum
-from distrain.overlap import grouped_allreduce_async, overlapped_allreduce, synchronize
+from distrain.overlap import grouped_allreduce_async, synchronize
+from distrain.tensorflow.reduction import reduce_gradients
+from distrain.tensorflow.tape import DistributedGradientTape, PartialDistributedGradientTape
 
 __all__ = [
     "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
@@ -39,7 +41,8 @@ __all__ = [
     "gloo_built", "gloo_enabled", "nccl_built", "cuda_built", "rocm_built", "ddl_built",
     "ccl_built", "mpi_threads_supported", "is_homogeneous", "start_timeline",
     "stop_timeline", "check_num_rank_power_of_2", "Average", "Sum", "Min", "Max",
-    "Product", "Adasum", "Compression", "DistributedGradientTape", "reduce_gradients",
+    "Product", "Adasum", "Compression", "DistributedGradientTape",
+    "PartialDistributedGradientTape", "reduce_gradients",
     "grouped_allreduce_async", "synchronize", "elastic",
 ]
 
@@ -53,105 +56,3 @@ def join():
         ``tf.function``).
     """
     return scalar_op(collectives.join)
-
-
-def reduce_gradients(grads, compression=Compression.none, sparse_as_dense: bool = False,
-                     op=Average, name: str = "gradients", process_set=global_process_set,
-                     gradient_predivide_factor: float = 1.0) -> list:
-    """Averages a gradient list across ranks: inside ``tf.function`` in buckets overlapped
-    with backward (:mod:`distrain.overlap`), else in one grouped allreduce.
-
-    ``None`` entries (variables the loss does not depend on) stay ``None``. Every rank must
-    have ``None`` in the same places. On a rank outside ``process_set``, or a set of one
-    rank, the gradients are returned as they are, as Horovod does.
-
-    Args:
-        grads: tf.Tensor, tf.IndexedSlices or None entries.
-        compression: the wire compression.
-        sparse_as_dense: reduce tf.IndexedSlices as dense tensors.
-        op: ``Average``, ``Sum`` or ``Adasum``.
-        name: shown in error and stall messages.
-        process_set: the ranks that reduce together.
-        gradient_predivide_factor: with Average, gradients are divided by this before the
-            sum and by ``size / factor`` after it, as Horovod's.
-
-    Returns:
-        The reduced gradients, in order.
-
-    Raises:
-        ValueError: ``gradient_predivide_factor`` with an op other than Average.
-    """
-    import tensorflow as tf
-    grads = list(grads)
-    if gradient_predivide_factor != 1.0 and op is not Average:
-        raise ValueError("gradient_predivide_factor not supported with op != Average")
-    if process_set is not global_process_set and (
-            not process_set.included() or process_set.size() <= 1):
-        return grads
-    present = [i for i, g in enumerate(grads) if g is not None]
-    values = [grads[i] for i in present]
-    if sparse_as_dense:
-        values = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                  for g in values]
-    reduced = overlapped_allreduce(values, op=op, compression=compression, name=name,
-                                   process_set=process_set,
-                                   prescale_factor=1.0 / gradient_predivide_factor,
-                                   postscale_factor=gradient_predivide_factor)
-    out = [None] * len(grads)
-    for i, g in zip(present, reduced):
-        out[i] = g
-    return out
-
-
-class DistributedGradientTape:
-    """Wraps a ``tf.GradientTape`` so that ``gradient()`` returns rank-averaged gradients.
-
-    Everything else is delegated to the wrapped tape. Works eagerly and inside
-    ``tf.function``.
-
-    Args:
-        gradtape: the tape that recorded the forward pass.
-        device_dense, device_sparse: accepted for Horovod compatibility; ignored (the host
-            runs the collectives).
-        compression: ``Compression.none``, ``.fp16`` or ``.bf16``.
-        sparse_as_dense: reduce tf.IndexedSlices as dense tensors.
-        op: ``Average`` (default), ``Sum`` or ``Adasum``.
-        gradient_predivide_factor: see :func:`reduce_gradients`.
-        num_groups, groups: accepted for Horovod's signature; distrain fuses every gradient
-            by its own plan.
-        process_set: the ranks that reduce together.
-        scale_local_gradients: accepted for Horovod's signature (it concerns local layers).
-    """
-
-    def __init__(self, gradtape, device_dense="", device_sparse="",
-                 compression=Compression.none, sparse_as_dense=False, op=Average,
-                 gradient_predivide_factor=1.0, num_groups=0, groups=None,
-                 process_set=global_process_set, scale_local_gradients=True):
-        if gradient_predivide_factor != 1.0 and op is not Average:
-            raise ValueError("gradient_predivide_factor not supported with op != Average")
-        self._tape = gradtape
-        self._compression = compression
-        self._sparse_as_dense = sparse_as_dense
-        self._op = op
-        self._predivide = gradient_predivide_factor
-        self._process_set = process_set
-
-    def __enter__(self):
-        self._tape.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._tape.__exit__(*exc)
-
-    def __getattr__(self, name):
-        return getattr(self._tape, name)
-
-    def gradient(self, target, sources, output_gradients=None, **kwargs):
-        """The wrapped tape's gradients, averaged across ranks (same structure)."""
-        import tensorflow as tf
-        grads = self._tape.gradient(target, sources, output_gradients, **kwargs)
-        flat = tf.nest.flatten(grads, expand_composites=False)
-        reduced = reduce_gradients(flat, self._compression, self._sparse_as_dense, self._op,
-                                   process_set=self._process_set,
-                                   gradient_predivide_factor=self._predivide)
-        return tf.nest.pack_sequence_as(grads, reduced)
