@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             say("step", state.step)
             if state.step % args.commit_every == 0:
                 state.save()                     # state.commit(), with the line between
+                state.persist()
                 say("commit", state.step)
                 state.check_host_updates()
                 if stop_now():

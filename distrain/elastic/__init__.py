@@ -23,10 +23,11 @@ Example (a Horovod elastic program with the import changed)::
 
 Run it with ``distrain-run --min-np 2 --max-np 4 --host-discovery-script ./hosts.sh``.
 
-How it differs from Horovod: Horovod resets in the same processes and rolls back to the last
-commit in memory. An MPI world has a fixed size, so distrain relaunches the job at the new
-size (:mod:`distrain.run.relaunch`): :meth:`State.commit` writes the state to disk atomically
-(:mod:`distrain.elastic.state`), and when the job is to grow, ``commit()`` raises
+How it differs from Horovod: within a launch the State behaves as Horovod's (``commit`` saves
+in memory, ``restore`` returns there, ``sync`` broadcasts from rank 0), but Horovod also
+resets in the same processes after a host change. An MPI world has a fixed size, so distrain
+relaunches the job at the new size (:mod:`distrain.run.relaunch`): :meth:`State.commit` also
+writes the state to disk atomically (:mod:`distrain.elastic.state`), and when the job is to grow, ``commit()`` raises
 :class:`HostsUpdatedInterrupt` on every rank, :func:`run` ends the launch with exit code 75,
 and the relaunched program's ``run`` restores the last commit, broadcasts it from rank 0 and
 calls the reset callbacks before ``train`` is entered again. After a failure the same happens
@@ -72,7 +73,7 @@ def run(func):
     def wrapper(state, *args, **kwargs):
         from distrain import collectives
         listen()
-        if relaunched() and state.restore():
+        if relaunched() and state.restore_commit():
             state.on_reset()
         else:
             state.sync()

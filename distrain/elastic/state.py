@@ -1,11 +1,15 @@
-"""Elastic state with Horovod's names, kept on disk: ``commit()`` writes it, a relaunch reads it.
+"""Elastic state with Horovod's names: in memory within a launch, on disk across launches.
 
-Horovod resets an elastic job in the same processes: ``commit()`` copies the state in
-memory, and after a host change the survivors roll back to it and carry on. An MPI world has
-a fixed size, so distrain grows or shrinks a job by launching it again
-(:mod:`distrain.run.relaunch`); the state therefore lives in a file. ``commit()`` has rank 0
-write it atomically (the old or the new commit is on disk at every moment) and then checks
-for a resize request; a relaunch restores the last commit on rank 0 and broadcasts it.
+Within one launch it behaves as Horovod's: the state is saved in memory when it is made and
+at every ``commit()``; ``restore()`` returns to that copy (no collective, no relaunch);
+``sync()`` gives every rank rank 0's model and saved attributes; ``check_host_updates()``
+raises :class:`HostsUpdatedInterrupt` on every rank when the job is to be resized.
+
+Across launches: an MPI world has a fixed size, so distrain grows or shrinks a job by
+launching it again (:mod:`distrain.run.relaunch`), and a failed job is relaunched too.
+``commit()`` therefore also has rank 0 write the state atomically (the old or the new commit
+is on disk at every moment), and a relaunch restores the last commit on rank 0 and gives it
+to every rank (:meth:`State.restore_commit`).
 
 The commit goes to ``$DISTRAIN_ELASTIC_DIR/state.npz`` (default ``./distrain-elastic``), on
 rank 0's host: use storage that rank 0's next host sees too (distrain-run keeps rank 0 on
@@ -13,6 +17,7 @@ its host while that host is listed).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import zipfile
@@ -31,10 +36,20 @@ DEFAULT_DIR = "distrain-elastic"
 STATE_NAME = "state.npz"
 
 
-class HostsUpdatedInterrupt(Exception):
-    """Raised by :meth:`State.commit` on every rank when the job is to be resized: the commit
+class HostsUpdatedInterrupt(RuntimeError):
+    """Raised on every rank when the job is to be resized (Horovod's exception): the commit
     is on disk, and :func:`distrain.elastic.run` ends the launch for distrain-run to relaunch
-    it at the new size."""
+    it at the new size.
+
+    Args:
+        skip_sync: Horovod's flag (hosts were only removed, so no state needs syncing).
+        reason: what the message says.
+    """
+
+    def __init__(self, skip_sync: bool = False, reason: str = "distrain-run asked for a "
+                                                               "resize"):
+        super().__init__(reason)
+        self.skip_sync = skip_sync
 
 
 def state_path() -> str:
@@ -44,7 +59,7 @@ def state_path() -> str:
 
 class State:
     """Horovod's ``hvd.elastic.State``: user attributes (``State(epoch=0, batch=0)``) plus
-    whatever a subclass saves, committed to disk and restored by a relaunch.
+    whatever a subclass keeps (model, optimizer, variables).
 
     Args:
         **kwargs: attributes (JSON values: numbers, strings, lists, dicts) saved with every
@@ -58,6 +73,8 @@ class State:
         self.size_at_commit: int | None = None
         for name, value in kwargs.items():
             setattr(self, name, value)
+        self._saved: tuple[dict, dict] | None = None
+        self.save()                  # as Horovod's: restore() returns here before a commit
 
     # --- Horovod's interface -----------------------------------------------------------------
     def register_reset_callbacks(self, callbacks) -> None:
@@ -70,35 +87,68 @@ class State:
             callback()
 
     def commit(self) -> None:
-        """Saves the state to disk (rank 0, atomically), then raises
+        """Saves the state in memory and on disk (rank 0, atomically), then raises
         :class:`HostsUpdatedInterrupt` on every rank if the job is to be resized. Every rank
         must call it at the same point."""
         self.save()
+        self.persist()
         self.check_host_updates()
 
     def check_host_updates(self) -> None:
         """Raises :class:`HostsUpdatedInterrupt` on every rank when a resize is requested
         (one small allreduce in an elastic job; nothing otherwise)."""
         if requests.agreed():
-            raise HostsUpdatedInterrupt("distrain-run asked for a resize")
+            raise HostsUpdatedInterrupt(False)
 
     def save(self) -> None:
-        """Writes this state to :func:`state_path` on rank 0, atomically."""
+        """Keeps a copy of the state in memory: what :meth:`restore` returns to."""
+        self._saved = (copy.deepcopy({name: getattr(self, name) for name in self._attributes}),
+                       {group: [np.array(a, copy=True) for a in arrays]
+                        for group, arrays in self._arrays().items()})
+
+    def restore(self) -> None:
+        """Returns this rank to the state last saved in memory (at the last commit, sync, or
+        when the state was made), without a collective and without a relaunch."""
+        attributes, arrays = self._saved
+        for name, value in copy.deepcopy(attributes).items():
+            setattr(self, name, value)
+        self._load(arrays, strict=False)
+
+    def sync(self) -> None:
+        """Gives every rank rank 0's model (or variables) and rank 0's saved attributes, and
+        saves the result in memory, as Horovod's ``sync``."""
+        from distrain import collectives
+        if collectives.size() > 1:
+            self._broadcast()
+            mine = dict(self._saved[0], commits=self.commits,
+                        size_at_commit=self.size_at_commit)
+            theirs = collectives.allgather_object(mine)[0]
+            self.commits = theirs.pop("commits")
+            self.size_at_commit = theirs.pop("size_at_commit")
+            for name, value in theirs.items():
+                setattr(self, name, value)
+        self.save()
+
+    # --- across launches ------------------------------------------------------------------------
+    def persist(self) -> None:
+        """Writes the state last saved in memory to :func:`state_path` on rank 0,
+        atomically; counts the commit on every rank."""
         from distrain import collectives
         self.commits += 1
         if collectives.rank() != 0:
             return
-        arrays = {f"a/{name}/{i:05d}": np.asarray(a)
-                  for name, group in self._arrays().items() for i, a in enumerate(group)}
-        meta = {"attributes": {name: getattr(self, name) for name in self._attributes},
-                "size": collectives.size(), "commits": self.commits}
+        attributes, saved = self._saved
+        arrays = {f"a/{name}/{i:05d}": a
+                  for name, group in saved.items() for i, a in enumerate(group)}
+        meta = {"attributes": attributes, "size": collectives.size(), "commits": self.commits}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         path = state_path()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         write_atomically(path, lambda handle: np.savez(handle, **arrays))
 
-    def restore(self) -> bool:
-        """Reads the last commit on rank 0, if there is one, and gives it to every rank.
+    def restore_commit(self) -> bool:
+        """Reads the last commit on disk on rank 0, if there is one, and gives it to every
+        rank (a relaunched job's start).
 
         Returns:
             Whether a commit was restored (the same answer on every rank).
@@ -111,10 +161,11 @@ class State:
         if collectives.rank() == 0 and os.path.isfile(state_path()):
             try:
                 meta, arrays = _read(state_path())
-                self._load(arrays)
+                self._load(arrays, strict=True)
                 for name, value in meta["attributes"].items():
                     setattr(self, name, value)
                 self.commits, self.size_at_commit = meta["commits"], meta["size"]
+                self.save()
                 present = True
             except UsageError as exc:
                 problem = str(exc)
@@ -125,25 +176,13 @@ class State:
         self.sync()
         return bool(present)
 
-    def sync(self) -> None:
-        """Makes every rank hold rank 0's state (attributes and arrays)."""
-        from distrain import collectives
-        if collectives.size() == 1:
-            return
-        mine = {name: getattr(self, name) for name in self._attributes}
-        mine.update(commits=self.commits, size_at_commit=self.size_at_commit)
-        theirs = collectives.allgather_object(mine)[0]
-        self.commits, self.size_at_commit = theirs.pop("commits"), theirs.pop("size_at_commit")
-        for name, value in theirs.items():
-            setattr(self, name, value)
-        self._broadcast()
-
     # --- what a subclass keeps ------------------------------------------------------------------
     def _arrays(self) -> dict:
         return {}
 
-    def _load(self, arrays: dict) -> None:
-        pass
+    def _load(self, arrays: dict, strict: bool) -> None:
+        """Assigns saved arrays; ``strict`` (a commit on disk) refuses any mismatch, else an
+        optimizer built since the save keeps its new variables, as Horovod's."""
 
     def _broadcast(self) -> None:
         pass
@@ -167,7 +206,7 @@ class TensorFlowState(State):
     def _arrays(self) -> dict:
         return {"variables": [v.numpy() for v in self.variables]}
 
-    def _load(self, arrays: dict) -> None:
+    def _load(self, arrays: dict, strict: bool) -> None:
         _assign(self.variables, arrays.get("variables", []), "variables")
 
     def _broadcast(self) -> None:
@@ -184,9 +223,14 @@ class TensorFlowKerasState(State):
             trainable variables at a restore if it is not yet.
         backend: accepted for Horovod's signature.
         **kwargs: attributes, e.g. ``epoch=0, batch=0``.
+
+    Raises:
+        ValueError: the model is not built (Horovod's check).
     """
 
     def __init__(self, model, optimizer=None, backend=None, **kwargs):
+        if not getattr(model, "built", True):
+            raise ValueError("Model must be built first. Run `model.build(input_shape)`.")
         self.model = model
         self.optimizer = optimizer if optimizer is not None else getattr(model, "optimizer",
                                                                           None)
@@ -200,9 +244,12 @@ class TensorFlowKerasState(State):
         return {"model": [np.asarray(v) for v in self.model.weights],
                 "optimizer": [np.asarray(v) for v in self._optimizer_variables()]}
 
-    def _load(self, arrays: dict) -> None:
+    def _load(self, arrays: dict, strict: bool) -> None:
         _assign(self.model.weights, arrays.get("model", []), "model weights")
         saved = arrays.get("optimizer", [])
+        if not strict:      # in memory: what existed at the save (Horovod zips the lists)
+            _assign(self._optimizer_variables()[:len(saved)], saved, "optimizer variables")
+            return
         if saved and self.optimizer is not None and \
                 len(saved) != len(self._optimizer_variables()):
             self.optimizer.build(self.model.trainable_variables)     # not built yet

@@ -283,8 +283,8 @@ class _Run:
             from distrain.elastic import HostsUpdatedInterrupt, requests
             if requests.agreed():
                 collectives.barrier()
-                raise HostsUpdatedInterrupt(f"stopping at step {position.step} for a resize; "
-                                            f"the checkpoint is saved")
+                raise HostsUpdatedInterrupt(False, f"stopping at step {position.step} for a "
+                                                   f"resize; the checkpoint is saved")
 
     def save(self, position: Position) -> None:
         """Writes a checkpoint of the model, the optimizer and ``position`` (rank 0 only)."""
