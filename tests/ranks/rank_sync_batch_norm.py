@@ -39,8 +39,14 @@ def mine(everyone, rows):
     return everyone[start:start + rows[RANK]]
 
 
+def compiled(fn, mode):
+    """``fn`` inside tf.function for mode "function". Without autograph: it would transpile
+    distrain's own gradient-averaging code, seconds on the first trace, for nothing here."""
+    return tf.function(fn, autograph=False) if mode == "function" else fn
+
+
 def run(mode, fn, *args):
-    return (tf.function(fn) if mode == "function" else fn)(*args)
+    return compiled(fn, mode)(*args)
 
 
 def layer_pair(shape, axis=-1, seed=5):
@@ -84,9 +90,7 @@ def test_training_output_and_moving_statistics_are_those_of_the_global_batch(
     shape, axis = CASES[case]
     rows = LAYOUTS[layout]
     sync, reference = layer_pair(shape, axis)
-    step = lambda v: sync(v, training=True)  # noqa: E731
-    if mode == "function":
-        step = tf.function(step)
+    step = compiled(lambda v: sync(v, training=True), mode)
     for seed in (1, 2):   # two steps: the moving statistics average both
         everyone, local = global_batch(rows, shape, seed)
         out = step(tf.constant(local))
@@ -174,7 +178,7 @@ def test_a_tape_loop_with_uneven_batches_trains_as_one_process(mode):
                 loss = tf.reduce_sum(tf.square(model(inputs, training=True) - targets)) * scale
             grads = tape_class(tape).gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        step = tf.function(step) if mode == "function" else step
+        step = compiled(step, mode)
         for _ in range(2):
             step()
 
