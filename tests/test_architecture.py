@@ -109,22 +109,36 @@ def test_nothing_above_the_collective_layer_reaches_into_a_backend():
     assert found == []
 
 
+def _heavy_modules_loaded_by(code: str) -> list[str]:
+    """The heavy packages (TensorFlow, Keras, mpi4py, numpy, Horovod) a fresh interpreter
+    has loaded after running ``code``."""
+    report = ("\nimport sys\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & "
+              "{'tensorflow', 'keras', 'mpi4py', 'numpy', 'horovod'}))\n")
+    done = subprocess.run([sys.executable, "-c", code + report], capture_output=True,
+                          text=True, timeout=100)
+    assert done.returncode == 0, done.stderr
+    return ast.literal_eval(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.timeout(120)
 def test_the_launcher_process_loads_neither_tensorflow_nor_mpi4py():
     modules = sorted(f"distrain.run.{p.stem}" for p in (PACKAGE / "run").glob("*.py")
                      if p.stem != "__main__")
-    code = ("import importlib, sys\n"
+    code = ("import importlib\n"
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"
             "import distrain\n"
             "from distrain.run.cli import build_parser\n"
-            "build_parser().parse_args(['-np', '2', 'python', 'train.py'])\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'tensorflow', 'keras', 'mpi4py', 'numpy', 'horovod'}))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=100)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+            "build_parser().parse_args(['-np', '2', 'python', 'train.py'])\n")
+    assert _heavy_modules_loaded_by(code) == []
+
+
+@pytest.mark.timeout(120)
+def test_the_tensorflow_face_loads_keras_only_when_sync_batch_normalization_is_used():
+    """SyncBatchNormalization subclasses a Keras layer: distrain.tensorflow loads it on
+    first use."""
+    assert set(_heavy_modules_loaded_by("import distrain.tensorflow")) <= {"numpy"}
 
 
 def test_the_package_starts_distrain_run_through_an_interpreter_never_through_path():

@@ -7,6 +7,9 @@ Example:
     ...     loss = loss_fn(y, model(x, training=True))
     >>> tape = hvd.DistributedGradientTape(tape)            # doctest: +SKIP
     >>> grads = tape.gradient(loss, model.trainable_variables)   # averaged across ranks
+
+``SyncBatchNormalization`` (:mod:`distrain.tensorflow.sync_batch_norm`) loads Keras and
+TensorFlow on first use, so importing this module stays light.
 """
 from __future__ import annotations
 
@@ -43,8 +46,16 @@ __all__ = [
     "stop_timeline", "check_num_rank_power_of_2", "Average", "Sum", "Min", "Max",
     "Product", "Adasum", "Compression", "DistributedGradientTape",
     "PartialDistributedGradientTape", "reduce_gradients",
-    "grouped_allreduce_async", "synchronize", "elastic",
+    "grouped_allreduce_async", "synchronize", "elastic", "SyncBatchNormalization",
 ]
+
+
+def __getattr__(name):
+    if name == "SyncBatchNormalization":  # subclasses a Keras layer: imports Keras
+        from distrain.tensorflow.sync_batch_norm import SyncBatchNormalization
+        globals()[name] = SyncBatchNormalization
+        return SyncBatchNormalization
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def join():
