@@ -4,7 +4,9 @@ The optimizer's own class is subclassed once per class, overriding the one metho
 Keras training path goes through: ``apply`` in Keras 3 (``apply_gradients`` and
 ``model.fit`` both call it) and ``apply_gradients`` in Keras 2. The instance is rebuilt from
 the original's config, so it is an ordinary ``SGD``/``Adam``/... for ``compile``, ``fit`` and
-saving.
+saving: the subclass has the base's name and module, so ``model.save`` writes the base class
+and a plain ``keras.models.load_model`` gives the plain optimizer back
+(:func:`distrain.keras.load_model` wraps it again).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from distrain.ops import Average, Compression, Sum
 from distrain.process_sets import global_process_set
 from distrain.tensorflow import reduce_gradients
 
-__all__ = ["DistributedOptimizer"]
+__all__ = ["DistributedOptimizer", "distribute_in_place"]
 
 _CLASSES: dict = {}
 
@@ -86,9 +88,31 @@ def DistributedOptimizer(optimizer, name=None, device_dense="", device_sparse=""
     if name is not None:
         config["name"] = name
     distributed = _distributed_class(type(optimizer)).from_config(config)
-    distributed._distrain_compression = compression
-    distributed._distrain_sparse_as_dense = sparse_as_dense
-    distributed._distrain_op = op
-    distributed._distrain_process_set = process_set
-    distributed._distrain_predivide = gradient_predivide_factor
+    _configure(distributed, compression, sparse_as_dense, op, process_set,
+               gradient_predivide_factor)
     return distributed
+
+
+def distribute_in_place(optimizer, compression=Compression.none):
+    """Makes ``optimizer`` itself distributed, keeping its state (iterations, slots): for an
+    optimizer Keras has just loaded with a model (:func:`distrain.keras.load_model`).
+
+    Args:
+        optimizer: a Keras optimizer.
+        compression: the wire compression of its gradient allreduce.
+
+    Returns:
+        The same object, now an instance of the distributed subclass of its class.
+    """
+    if type(optimizer) not in _CLASSES.values():
+        optimizer.__class__ = _distributed_class(type(optimizer))
+    _configure(optimizer, compression, False, Average, global_process_set, 1.0)
+    return optimizer
+
+
+def _configure(optimizer, compression, sparse_as_dense, op, process_set, predivide) -> None:
+    optimizer._distrain_compression = compression
+    optimizer._distrain_sparse_as_dense = sparse_as_dense
+    optimizer._distrain_op = op
+    optimizer._distrain_process_set = process_set
+    optimizer._distrain_predivide = predivide
