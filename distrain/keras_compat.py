@@ -5,7 +5,7 @@ import numpy as np
 
 __all__ = ["is_keras3", "optimizer_variables", "learning_rate", "set_learning_rate",
            "momentum_variable", "momentum_buffers", "variable_keys", "is_variable",
-           "checkpoint_path_problem", "run_in_session"]
+           "checkpoint_path_problem", "run_in_session", "share_registered_name"]
 
 
 def is_keras3() -> bool:
@@ -120,3 +120,22 @@ def run_in_session(fetches):
         return session.run(fetches)
     with tf.compat.v1.Session() as session:
         return session.run(fetches)
+
+
+def share_registered_name(base, cls) -> None:
+    """Makes Keras save ``cls`` under the name ``base`` is registered by
+    (``@keras.saving.register_keras_serializable``), so that a file written with ``cls``
+    names a class a plain load finds. An unregistered ``base`` needs nothing: Keras saves a
+    class by its ``__name__``, which ``cls`` shares.
+
+    The registry of names is Keras' own mapping (``GLOBAL_CUSTOM_NAMES`` in Keras 3,
+    ``_GLOBAL_CUSTOM_NAMES`` in Keras 2), read by ``keras.saving.get_registered_name``.
+    """
+    import keras
+    from keras.src.saving import object_registration
+    name = keras.saving.get_registered_name(base)
+    if name == base.__name__:
+        return
+    names = getattr(object_registration, "GLOBAL_CUSTOM_NAMES" if is_keras3()
+                    else "_GLOBAL_CUSTOM_NAMES")
+    names[cls] = name

@@ -270,6 +270,22 @@ def test_load_model_takes_custom_optimizers(tmp_path):
     assert type(loaded.optimizer) in distributed_optimizer._CLASSES.values()
 
 
+@keras.saving.register_keras_serializable(package="distrain_tests")
+class RegisteredSGD(keras.optimizers.SGD):
+    """An optimizer of the user's own, registered with Keras."""
+
+
+def test_a_registered_optimizer_saves_under_its_registered_name(tmp_path):
+    model = linear_model(hvd.DistributedOptimizer(RegisteredSGD(0.01)))
+    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    path = str(tmp_path / ("model.keras" if is_keras3() else "model.h5"))
+    model.save(path)
+    assert type(keras.models.load_model(path).optimizer) is RegisteredSGD   # plain Keras
+    loaded = hvd.load_model(path)
+    assert isinstance(loaded.optimizer, RegisteredSGD)
+    assert type(loaded.optimizer) in distributed_optimizer._CLASSES.values()
+
+
 def test_broadcast_callback_takes_one_variable_or_many_and_refuses_others():
     model = linear_model(keras.optimizers.SGD(0.01))
     kernel = model.weights[0]

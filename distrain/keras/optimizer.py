@@ -10,7 +10,7 @@ and a plain ``keras.models.load_model`` gives the plain optimizer back
 """
 from __future__ import annotations
 
-from distrain.keras_compat import is_keras3
+from distrain.keras_compat import is_keras3, share_registered_name
 from distrain.ops import Average, Compression, Sum
 from distrain.process_sets import global_process_set
 from distrain.tensorflow import reduce_gradients
@@ -44,6 +44,7 @@ def _distributed_class(base):
         methods = {"apply_gradients": apply_gradients}
     cls = type(base.__name__, (base,), dict(methods, __module__=base.__module__,
                                             __doc__=f"{base.__name__}, rank-averaged."))
+    share_registered_name(base, cls)
     _CLASSES[base] = cls
     return cls
 
