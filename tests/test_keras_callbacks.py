@@ -294,6 +294,8 @@ def test_broadcast_callback_takes_one_variable_or_many_and_refuses_others():
     assert one._local_keys == many._local_keys != set()
     with pytest.raises(ValueError, match="local_variables must be a variable"):
         hvd.callbacks.BroadcastGlobalVariablesCallback(0, local_variables=[np.ones(2)])
+    with pytest.raises(ValueError, match="local_variables must be a variable"):
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0, local_variables=3)
     fit(model, [one], epochs=1)       # one rank: the broadcast leaves everything as it is
 
 

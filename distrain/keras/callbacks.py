@@ -43,7 +43,8 @@ class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
             local_variables = []
         elif is_variable(local_variables):
             local_variables = [local_variables]
-        local_variables = list(local_variables)
+        local_variables = list(local_variables) if hasattr(local_variables, "__iter__") \
+            else [local_variables]
         if not all(is_variable(v) for v in local_variables):
             raise ValueError("BroadcastGlobalVariablesCallback: every entry of "
                              "local_variables must be a variable (tf.Variable or "
