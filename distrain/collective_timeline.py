@@ -8,6 +8,10 @@ collective itself (``ALLREDUCE``, ``BROADCAST``, ...), named by the tensor label
 chrome://tracing or ui.perfetto.dev. ``mark_cycles`` is accepted for Horovod's signature
 (distrain runs no background cycle).
 
+``DISTRAIN_TIMELINE`` (or Horovod's ``HOROVOD_TIMELINE``) records the whole run the same way:
+``init()`` starts it (:func:`start_from_setting`), ``shutdown()`` or the process's exit writes
+it.
+
 Example:
     >>> hvd.start_timeline("/tmp/timeline.json")    # doctest: +SKIP
     >>> hvd.allreduce(x)                           # doctest: +SKIP
@@ -15,17 +19,22 @@ Example:
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
 import time
 
+from distrain import environment as env
 from distrain.files import write_atomically
 
-__all__ = ["start", "stop", "active", "record", "rank_path"]
+__all__ = ["start", "stop", "active", "record", "rank_path", "start_from_setting",
+           "stop_from_setting"]
 
 _lock = threading.Lock()
 _state: dict = {}
+_from_setting: dict = {}   # the path a DISTRAIN_TIMELINE recording writes, while it runs
+_exit_hook: list = []
 
 
 def rank_path(path: str, rank: int) -> str:
@@ -85,3 +94,31 @@ def stop() -> str | None:
     trace = {"traceEvents": meta + state["events"], "displayTimeUnit": "ms"}
     write_atomically(state["path"], lambda stream: stream.write(json.dumps(trace).encode()))
     return state["path"]
+
+
+def start_from_setting(rank: int) -> None:
+    """Starts recording the run when ``DISTRAIN_TIMELINE`` names a file; the trace is written
+    by :func:`stop_from_setting` or, failing that, when the process exits.
+
+    Raises:
+        ValueError: the file's directory does not exist.
+    """
+    path = env.setting(env.TIMELINE)
+    if path is None:
+        return
+    try:
+        start(path, rank)
+    except ValueError as exc:
+        raise ValueError(f"{env.TIMELINE}={path!r}: {exc}; create the directory or set the "
+                         f"variable to a file in another one") from None
+    if not _exit_hook:
+        atexit.register(stop_from_setting)
+        _exit_hook.append(stop_from_setting)
+    _from_setting["path"] = _state["path"]
+
+
+def stop_from_setting() -> None:
+    """Writes the recording :func:`start_from_setting` began, if it still runs."""
+    path = _from_setting.pop("path", None)
+    if path is not None and _state.get("path") == path:
+        stop()

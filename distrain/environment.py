@@ -28,7 +28,7 @@ from typing import Mapping
 
 __all__ = [
     "World", "WorldError", "detect_world", "setting", "int_setting", "float_setting",
-    "tasks_per_node", "started_by_horovodrun",
+    "flag_setting", "tasks_per_node", "started_by_horovodrun",
 ]
 
 # --- distrain's own settings -------------------------------------------------------------
@@ -47,6 +47,7 @@ RESTART_COUNT = "DISTRAIN_RESTART_COUNT"          # set by distrain-run on a rel
 LAUNCHER = "DISTRAIN_LAUNCHER"                    # set by distrain-run: "distrain-run"
 ELASTIC = "DISTRAIN_ELASTIC"                      # set by distrain-run in an elastic job
 ELASTIC_DIR = "DISTRAIN_ELASTIC_DIR"              # where distrain.elastic states commit
+TIMELINE = "DISTRAIN_TIMELINE"                    # a Chrome trace of the run's collectives
 
 # --- horovodrun ----------------------------------------------------------------------------
 HOROVOD_RANK = "HOROVOD_RANK"
@@ -57,8 +58,41 @@ HOROVOD_CROSS_RANK = "HOROVOD_CROSS_RANK"
 HOROVOD_CROSS_SIZE = "HOROVOD_CROSS_SIZE"
 HOROVOD_CONTROLLER = "HOROVOD_CONTROLLER"         # "gloo" in Gloo mode
 HOROVOD_GLOO_RENDEZVOUS_ADDR = "HOROVOD_GLOO_RENDEZVOUS_ADDR"
-HOROVOD_FUSION_THRESHOLD = "HOROVOD_FUSION_THRESHOLD"
 HOROVOD_DYNAMIC_PROCESS_SETS = "HOROVOD_DYNAMIC_PROCESS_SETS"  # 1: add/remove after init
+# Horovod's runtime settings (horovodrun's options and the core's variables, 0.28.1); what
+# distrain does with each is the table in distrain/horovod_settings.py.
+HOROVOD_FUSION_THRESHOLD = "HOROVOD_FUSION_THRESHOLD"
+HOROVOD_CYCLE_TIME = "HOROVOD_CYCLE_TIME"
+HOROVOD_CACHE_CAPACITY = "HOROVOD_CACHE_CAPACITY"
+HOROVOD_HIERARCHICAL_ALLREDUCE = "HOROVOD_HIERARCHICAL_ALLREDUCE"
+HOROVOD_HIERARCHICAL_ALLGATHER = "HOROVOD_HIERARCHICAL_ALLGATHER"
+HOROVOD_TORUS_ALLREDUCE = "HOROVOD_TORUS_ALLREDUCE"
+HOROVOD_AUTOTUNE = "HOROVOD_AUTOTUNE"
+HOROVOD_AUTOTUNE_LOG = "HOROVOD_AUTOTUNE_LOG"
+HOROVOD_AUTOTUNE_WARMUP_SAMPLES = "HOROVOD_AUTOTUNE_WARMUP_SAMPLES"
+HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE = "HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE"
+HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES = "HOROVOD_AUTOTUNE_BAYES_OPT_MAX_SAMPLES"
+HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE = "HOROVOD_AUTOTUNE_GAUSSIAN_PROCESS_NOISE"
+HOROVOD_TIMELINE = "HOROVOD_TIMELINE"
+HOROVOD_TIMELINE_MARK_CYCLES = "HOROVOD_TIMELINE_MARK_CYCLES"
+HOROVOD_STALL_CHECK_DISABLE = "HOROVOD_STALL_CHECK_DISABLE"
+HOROVOD_STALL_CHECK_TIME_SECONDS = "HOROVOD_STALL_CHECK_TIME_SECONDS"
+HOROVOD_STALL_SHUTDOWN_TIME_SECONDS = "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"
+HOROVOD_MPI_THREADS_DISABLE = "HOROVOD_MPI_THREADS_DISABLE"
+HOROVOD_NUM_NCCL_STREAMS = "HOROVOD_NUM_NCCL_STREAMS"
+HOROVOD_THREAD_AFFINITY = "HOROVOD_THREAD_AFFINITY"
+HOROVOD_GLOO_TIMEOUT_SECONDS = "HOROVOD_GLOO_TIMEOUT_SECONDS"
+HOROVOD_GLOO_IFACE = "HOROVOD_GLOO_IFACE"
+HOROVOD_LOG_LEVEL = "HOROVOD_LOG_LEVEL"
+HOROVOD_LOG_HIDE_TIME = "HOROVOD_LOG_HIDE_TIME"
+HOROVOD_ADASUM_MPI_CHUNK_SIZE = "HOROVOD_ADASUM_MPI_CHUNK_SIZE"
+HOROVOD_BATCH_D2D_MEMCOPIES = "HOROVOD_BATCH_D2D_MEMCOPIES"
+HOROVOD_CPU_OPERATIONS = "HOROVOD_CPU_OPERATIONS"
+HOROVOD_GPU_OPERATIONS = "HOROVOD_GPU_OPERATIONS"
+HOROVOD_DISABLE_GROUP_FUSION = "HOROVOD_DISABLE_GROUP_FUSION"
+HOROVOD_ENABLE_ASYNC_COMPLETION = "HOROVOD_ENABLE_ASYNC_COMPLETION"
+HOROVOD_ENABLE_XLA_OPS = "HOROVOD_ENABLE_XLA_OPS"
+HOROVOD_ELASTIC = "HOROVOD_ELASTIC"
 # horovodrun in MPI mode sets no HOROVOD_* variable; it exports these to every rank.
 HOROVODRUN_MPI_SIGNATURE = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "^openib"}
 NCCL_SOCKET_IFNAME = "NCCL_SOCKET_IFNAME"
@@ -295,6 +329,25 @@ def int_setting(name: str, default: int, env: Mapping[str, str] | None = None,
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}={raw!r} must be at least {minimum}")
     return value
+
+
+def flag_setting(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
+    """Returns an on/off setting: an integer (above 0 is on, as Horovod reads its flags), or
+    ``true``/``false``, ``yes``/``no``, ``on``/``off``.
+
+    Raises:
+        ValueError: the value is none of these.
+    """
+    raw = setting(name, None, env)
+    if raw is None:
+        return default
+    words = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+    if raw.strip().lower() in words:
+        return words[raw.strip().lower()]
+    try:
+        return int(raw) > 0
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a flag; set it to 1 or 0") from None
 
 
 def float_setting(name: str, default: float, env: Mapping[str, str] | None = None) -> float:

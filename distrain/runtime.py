@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from distrain import failfast
-from distrain.backends import Backend, create_backend
+from distrain import collective_timeline, failfast, horovod_settings
+from distrain.backends import Backend, create_backend, resolve_backend
+from distrain.environment import detect_world
 from distrain.engine.bucket_queue import drain_process_queue
 from distrain.ops import compressor_of
 
@@ -31,18 +32,33 @@ _backend: Backend | None = None
 def start(name: str | None = None) -> Backend:
     """Starts the backend once; later calls return the running one.
 
+    On distrain's own backends the ``HOROVOD_*`` settings are applied first
+    (:mod:`distrain.horovod_settings`), and a ``DISTRAIN_TIMELINE`` recording starts.
+
     Args:
         name: ``mpi``, ``horovod``, ``local`` or ``auto``; ``DISTRAIN_BACKEND`` when None.
 
     Raises:
-        ValueError: unknown backend.
+        ValueError: unknown backend; a malformed ``HOROVOD_*`` setting.
         WorldError: the launcher's description and the backend disagree.
     """
     global _backend
     if _backend is None:
-        _backend = create_backend(name)
+        world = detect_world()
+        name = resolve_backend(name, world)
+        own = name != "horovod"   # under Horovod's backend, Horovod reads HOROVOD_* itself
+        if own:
+            horovod_settings.apply()
+        try:
+            _backend = create_backend(name, world)
+        except BaseException:
+            horovod_settings.undo()
+            raise
         if _backend.world.size > 1:
             failfast.install(_backend.world.rank, _backend.abort)
+        if own:
+            horovod_settings.announce(_backend.world.rank)
+            collective_timeline.start_from_setting(_backend.world.rank)
     return _backend
 
 
@@ -50,9 +66,11 @@ def stop() -> None:
     """Stops the backend; :func:`start` may be called again afterwards."""
     global _backend
     if _backend is not None:
+        collective_timeline.stop_from_setting()
         _backend.shutdown()
         _backend = None
         failfast.uninstall()
+        horovod_settings.undo()
 
 
 def is_initialized() -> bool:

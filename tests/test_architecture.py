@@ -11,7 +11,8 @@ COLLECTIVE_MODULES = ["runtime.py", "process_sets.py", "reducing.py", "gathering
                       "broadcasting.py", "sync_points.py", "basics.py", "op_bridge.py",
                       "gradients.py", "name_matching.py", "collective_timeline.py"]
 CORE = ["__init__.py", "environment.py", "protocol.py", "cores.py", "ops.py", "errors.py",
-        "files.py", "failfast.py", "tfimport.py", "keras_compat.py", "collectives.py",
+        "files.py", "failfast.py", "tfimport.py", "keras_compat.py", "horovod_settings.py",
+        "collectives.py",
         "overlap.py", "engine", "backends", "keras", "tensorflow",
         "elastic"] + COLLECTIVE_MODULES
 ABOVE_THE_CORE = ("train", "timing", "costmodel", "bench")

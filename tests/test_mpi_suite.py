@@ -11,7 +11,8 @@ import pytest
 from conftest import run_mpi
 
 RANKS_DIR = pathlib.Path(__file__).parent / "ranks"
-TRAINING = ["rank_training_api.py", "rank_elastic_state.py", "rank_sync_batch_norm.py"]
+TRAINING = ["rank_training_api.py", "rank_elastic_state.py", "rank_sync_batch_norm.py",
+            "rank_keras_api.py"]
 SUITES = {
     "collectives": (sorted(p.name for p in RANKS_DIR.glob("rank_*.py")
                            if p.name not in TRAINING), 300),

@@ -15,7 +15,7 @@ from distrain.backends.base import Backend, CollectiveMismatchError, check_root
 from distrain.environment import World, WorldError
 
 __all__ = ["Backend", "CollectiveMismatchError", "check_root", "create_backend",
-           "host_share_backend", "BACKENDS"]
+           "resolve_backend", "host_share_backend", "BACKENDS"]
 
 BACKENDS = env.BACKENDS
 
@@ -35,12 +35,7 @@ def create_backend(name: str | None = None, world: World | None = None) -> Backe
         WorldError: the chosen backend cannot serve the world the launcher described.
     """
     world = world or env.detect_world()
-    name = (name or env.setting(env.BACKEND, "auto")).lower()
-    if name not in BACKENDS + ("auto",):
-        raise ValueError(f"unknown backend {name!r} (from {env.BACKEND} or init()); use one "
-                         f"of {', '.join(BACKENDS)} or auto")
-    if name == "auto":
-        name = _choose(world)
+    name = resolve_backend(name, world)
     if name == "local":
         if world.size > 1:
             raise WorldError(f"the local backend runs a single rank, but {world.launcher} "
@@ -52,6 +47,27 @@ def create_backend(name: str | None = None, world: World | None = None) -> Backe
         return HorovodBackend(world)
     from distrain.backends.mpi import MPIBackend
     return MPIBackend(world)
+
+
+def resolve_backend(name: str | None, world: World) -> str:
+    """The backend a start with ``name`` runs: ``auto`` chosen from how the job was started.
+
+    Args:
+        name: ``mpi``, ``horovod``, ``local`` or ``auto``; ``DISTRAIN_BACKEND`` when None.
+        world: the launcher's description.
+
+    Returns:
+        ``mpi``, ``horovod`` or ``local``.
+
+    Raises:
+        ValueError: ``name`` is not a backend.
+        WorldError: horovodrun's Gloo mode without Horovod (no MPI world).
+    """
+    name = (name or env.setting(env.BACKEND, "auto")).lower()
+    if name not in BACKENDS + ("auto",):
+        raise ValueError(f"unknown backend {name!r} (from {env.BACKEND} or init()); use one "
+                         f"of {', '.join(BACKENDS)} or auto")
+    return _choose(world) if name == "auto" else name
 
 
 def host_share_backend(size: int, fusion_threshold: int, chunk_bytes: int) -> Backend:

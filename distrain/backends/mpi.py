@@ -84,8 +84,7 @@ class MPIBackend(EngineBackend):
         self.transport = MPITransport(MPI, self.comm)
         self.engine = FusedEngine(
             self.transport,
-            env.int_setting(env.FUSION_THRESHOLD, env.int_setting(
-                env.HOROVOD_FUSION_THRESHOLD, DEFAULT_FUSION_THRESHOLD, minimum=0), minimum=0),
+            env.int_setting(env.FUSION_THRESHOLD, DEFAULT_FUSION_THRESHOLD, minimum=0),
             env.int_setting(env.CHUNK_BYTES, DEFAULT_CHUNK_BYTES, minimum=0))
         self.stall = StallInspector(
             self.comm, env.float_setting(env.STALL_WARNING_SECONDS, 60.0),

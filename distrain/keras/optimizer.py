@@ -4,18 +4,20 @@ The optimizer's own class is subclassed once per class, overriding the one metho
 Keras training path goes through: ``apply`` in Keras 3 (``apply_gradients`` and
 ``model.fit`` both call it) and ``apply_gradients`` in Keras 2. The instance is rebuilt from
 the original's config, so it is an ordinary ``SGD``/``Adam``/... for ``compile``, ``fit`` and
-saving.
+saving: the subclass has the base's name and module, so ``model.save`` writes the base class
+and a plain ``keras.models.load_model`` gives the plain optimizer back
+(:func:`distrain.keras.load_model` wraps it again).
 """
 from __future__ import annotations
 
-from distrain.keras_compat import is_keras3
+from distrain.keras_compat import is_keras3, share_registered_name
 from distrain.ops import Average, Compression, Sum
 from distrain.process_sets import global_process_set
 from distrain.tensorflow.accumulation import GradientAccumulator, check_passes
 from distrain.tensorflow.reduction import GradientReduction
 from distrain.tensorflow.tape import local_variables
 
-__all__ = ["DistributedOptimizer", "PartialDistributedOptimizer"]
+__all__ = ["DistributedOptimizer", "PartialDistributedOptimizer", "distribute_in_place"]
 
 _CLASSES: dict = {}
 
@@ -63,6 +65,7 @@ def _distributed_class(base):
     methods["register_local_var"] = register_local_var
     cls = type(base.__name__, (base,), dict(methods, __module__=base.__module__,
                                             __doc__=f"{base.__name__}, rank-averaged."))
+    share_registered_name(base, cls)
     _CLASSES[base] = cls
     return cls
 
@@ -146,3 +149,22 @@ def PartialDistributedOptimizer(optimizer, name=None, device_dense="", device_sp
     for variable in variables:
         distributed.register_local_var(variable)
     return distributed
+
+
+def distribute_in_place(optimizer, compression=Compression.none):
+    """Makes ``optimizer`` itself distributed, keeping its state (iterations, slots): for an
+    optimizer Keras has just loaded with a model (:func:`distrain.keras.load_model`).
+
+    Args:
+        optimizer: a Keras optimizer.
+        compression: the wire compression of its gradient allreduce.
+
+    Returns:
+        The same object, now an instance of the distributed subclass of its class.
+    """
+    if type(optimizer) not in _CLASSES.values():
+        optimizer.__class__ = _distributed_class(type(optimizer))
+    optimizer._distrain_reduction = GradientReduction.of(compression,
+                                                         name="optimizer gradients")
+    optimizer._distrain_accumulator = None
+    return optimizer
