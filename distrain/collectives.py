@@ -20,6 +20,8 @@ Example:
 """
 from __future__ import annotations
 
+import inspect
+
 from distrain import gradients  # noqa: F401  registers the collectives' gradients
 from distrain import process_sets as _process_sets
 from distrain import runtime
@@ -32,6 +34,7 @@ from distrain.basics import (ccl_built, check_num_rank_power_of_2, cuda_built, d
 from distrain.broadcasting import (broadcast, broadcast_, broadcast_global_variables,
                                    broadcast_object, broadcast_object_fn, broadcast_variables)
 from distrain.engine.bucket_queue import close_process_queue
+from distrain.engine.tensors import as_written
 from distrain.gathering import allgather, allgather_object, alltoall, grouped_allgather
 from distrain.process_sets import (ProcessSet, add_process_set, global_process_set,
                                    remove_process_set)
@@ -101,3 +104,10 @@ def backend() -> Backend:
         NotInitializedError: before :func:`init`.
     """
     return runtime.backend()
+
+
+# Inside tf.function, AutoGraph calls each public function as written (engine.tensors).
+for _name in __all__:
+    if inspect.isfunction(globals()[_name]):
+        as_written(globals()[_name])
+del _name

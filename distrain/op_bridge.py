@@ -31,8 +31,8 @@ from distrain import runtime
 from distrain.backends.base import CollectiveError
 from distrain.engine.buffers import aligned_empty
 from distrain.engine.bucket_queue import drain_process_queue
-from distrain.engine.tensors import (Kind, from_numpy, graph_collective, is_symbolic,
-                                     kind_of, to_numpy)
+from distrain.engine.tensors import (Kind, as_written, from_numpy, graph_collective,
+                                     is_symbolic, kind_of, to_numpy)
 from distrain.name_matching import NameMatcher
 
 __all__ = ["run_collective", "Call", "register_gradient", "differentiable",
@@ -71,7 +71,7 @@ def horovod_errors(fn: Callable) -> Callable:
             if tf is None or isinstance(exc, tf.errors.OpError):
                 raise
             raise tensorflow_class(type(exc))(str(exc)) from None
-    return call
+    return as_written(call)
 
 
 def run_collective(run: Callable[[list[np.ndarray]], list[np.ndarray]], values: Sequence,

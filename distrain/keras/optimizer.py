@@ -10,6 +10,7 @@ and a plain ``keras.models.load_model`` gives the plain optimizer back
 """
 from __future__ import annotations
 
+from distrain.engine.tensors import as_written
 from distrain.keras_compat import is_keras3, share_registered_name
 from distrain.ops import Average, Compression, Sum
 from distrain.process_sets import global_process_set
@@ -62,6 +63,7 @@ def _distributed_class(base):
             return accumulator.apply(lambda: base.apply_gradients(self, pairs, *args, **kwargs),
                                      self.iterations)
         methods = {"apply_gradients": apply_gradients}
+    methods = {name: as_written(method) for name, method in methods.items()}
     methods["register_local_var"] = register_local_var
     cls = type(base.__name__, (base,), dict(methods, __module__=base.__module__,
                                             __doc__=f"{base.__name__}, rank-averaged."))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from distrain.engine.tensors import as_written
+
 __all__ = ["GradientAccumulator", "check_passes"]
 
 
@@ -56,6 +58,7 @@ class GradientAccumulator:
             self.counter = tf.Variable(0, dtype=tf.int64, trainable=False,
                                        name="backward_passes")
 
+    @as_written
     def gradients(self, grads: Sequence, variables: Sequence) -> list:
         """Adds this pass's gradients and returns what the optimizer should see.
 
@@ -106,6 +109,7 @@ class GradientAccumulator:
             out[i] = g
         return out
 
+    @as_written
     def apply(self, apply: Callable[[], object], iterations) -> object:
         """Runs ``apply`` on a reducing pass; otherwise only counts the pass.
 

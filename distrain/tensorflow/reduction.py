@@ -18,6 +18,7 @@ import dataclasses
 import warnings
 from typing import Sequence
 
+from distrain.engine.tensors import as_written
 from distrain.ops import Average, Compression
 from distrain.overlap import overlapped_allreduce
 from distrain.process_sets import global_process_set
@@ -25,6 +26,7 @@ from distrain.process_sets import global_process_set
 __all__ = ["reduce_gradients", "GradientReduction", "group_indices", "check_groups"]
 
 
+@as_written
 def reduce_gradients(grads, compression=Compression.none, sparse_as_dense: bool = False,
                      op=Average, name: str = "gradients", process_set=global_process_set,
                      gradient_predivide_factor: float = 1.0, groups=None) -> list:
@@ -184,6 +186,7 @@ class GradientReduction:
         """Keeps ``variable``'s gradient on this rank (Horovod's ``register_local_source``)."""
         self.local.add(_identity(variable))
 
+    @as_written
     def reduce(self, grads: Sequence, variables: Sequence | None = None) -> list:
         """Reduces ``grads`` (of ``variables``, in order) across the set's ranks.
 

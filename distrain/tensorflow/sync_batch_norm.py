@@ -56,6 +56,7 @@ def _check_keras_hook() -> None:
             ": use Keras 2.15 or a Keras 3 release this distrain supports")
 
 
+@tf.autograph.experimental.do_not_convert
 def _global_moments(inputs, axes, keepdims: bool, mask, name: str):
     """The mean and variance over ``axes`` of every rank's ``inputs``, each row weighted by
     ``mask`` (1 where None), in one allreduce.

@@ -9,6 +9,7 @@ Example:
 """
 from __future__ import annotations
 
+from distrain.engine.tensors import as_written
 from distrain.ops import Average, Compression
 from distrain.process_sets import global_process_set
 from distrain.tensorflow.reduction import GradientReduction
@@ -71,6 +72,7 @@ class DistributedGradientTape:
         the set's size when ``scale_local_gradients``)."""
         self._reduction.register_local(source)
 
+    @as_written
     def gradient(self, target, sources, output_gradients=None, use_generic_names=False):
         """The wrapped tape's gradients, reduced across ranks (same structure).
 
