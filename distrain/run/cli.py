@@ -31,6 +31,8 @@ Environment every rank gets:
     - ``DISTRAIN_LAUNCHER=distrain-run``;
     - ``OMP_NUM_THREADS`` and ``TF_NUM_INTRAOP_THREADS`` = max(1, cores // ranks on that
       host), computed on each host, unless already set;
+    - ``GLIBC_TUNABLES`` with ``glibc.malloc.hugetlb=1`` added unless it names that tunable
+      (tensors on transparent huge pages, which MPI's shared-memory path reads faster);
     - ``DISTRAIN_STALL_WARNING_SECONDS`` / ``DISTRAIN_STALL_SHUTDOWN_SECONDS`` when
       ``--stall-warning-seconds`` / ``--stall-shutdown-seconds`` are given;
     - ``DISTRAIN_RESTART_COUNT=k`` on the k-th relaunch only (programs treat it as
