@@ -85,7 +85,7 @@ def init(comm=None, process_sets=None, backend: str | None = None) -> None:
         raise NotImplementedError("init(comm=...) is not supported: distrain's world is "
                                   "every rank the launcher started; use process sets "
                                   "(init(process_sets=[hvd.ProcessSet(ranks)])) instead")
-    runtime.start(backend)
+    runtime.start(backend, process_sets)
     _process_sets.setup(process_sets)
 
 

@@ -2,7 +2,8 @@
 
 A process set is a sorted list of global ranks. Over MPI it is a sub-communicator with a
 backend of its own (its own negotiation, stall inspector and fusion buffers), so collectives
-of disjoint sets run at the same time. Sets are registered by every rank together: at
+of disjoint sets run at the same time; on the horovod backend it is Horovod's process set of
+those ranks, given to Horovod's ops (:mod:`distrain.backends.horovod_sets`). Sets are registered by every rank together: at
 ``init(process_sets=[...])``, or later with :func:`add_process_set` when ``init`` was given
 ``process_sets="dynamic"`` (or ``HOROVOD_DYNAMIC_PROCESS_SETS=1`` is set), as in Horovod.
 
@@ -191,7 +192,7 @@ def remove_process_set(process_set: ProcessSet) -> bool:
     registered = _sets.pop(process_set.process_set_id, None)
     if registered is None:
         return False
-    runtime.backend().barrier()
+    runtime.backend().release_subset(registered.ranks)
     if registered._backend is not None:
         registered._backend.shutdown()
     registered.process_set_id, registered._backend = None, None

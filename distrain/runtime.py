@@ -29,7 +29,7 @@ class NotInitializedError(ValueError):
 _backend: Backend | None = None
 
 
-def start(name: str | None = None) -> Backend:
+def start(name: str | None = None, process_sets=None) -> Backend:
     """Starts the backend once; later calls return the running one.
 
     On distrain's own backends the ``HOROVOD_*`` settings are applied first
@@ -37,6 +37,9 @@ def start(name: str | None = None) -> Backend:
 
     Args:
         name: ``mpi``, ``horovod``, ``local`` or ``auto``; ``DISTRAIN_BACKEND`` when None.
+        process_sets: ``init``'s ``process_sets``, for a backend that takes them as it starts
+            (:func:`distrain.backends.create_backend`); registering them is
+            :func:`distrain.process_sets.setup`'s.
 
     Raises:
         ValueError: unknown backend; a malformed ``HOROVOD_*`` setting.
@@ -50,7 +53,7 @@ def start(name: str | None = None) -> Backend:
         if own:
             horovod_settings.apply()
         try:
-            _backend = create_backend(name, world)
+            _backend = create_backend(name, world, process_sets)
         except BaseException:
             horovod_settings.undo()
             raise

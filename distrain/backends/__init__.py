@@ -20,12 +20,15 @@ __all__ = ["Backend", "CollectiveMismatchError", "check_root", "create_backend",
 BACKENDS = env.BACKENDS
 
 
-def create_backend(name: str | None = None, world: World | None = None) -> Backend:
+def create_backend(name: str | None = None, world: World | None = None,
+                   process_sets=None) -> Backend:
     """Starts the backend for this process.
 
     Args:
         name: ``mpi``, ``horovod``, ``local`` or ``auto``; ``DISTRAIN_BACKEND`` when None.
         world: the launcher's description; read from the environment when None.
+        process_sets: ``init``'s ``process_sets``, for the horovod backend, which gives
+            them to Horovod as it starts it (the others make sets when they are registered).
 
     Returns:
         The started backend.
@@ -44,7 +47,7 @@ def create_backend(name: str | None = None, world: World | None = None) -> Backe
         return LocalBackend(world)
     if name == "horovod":
         from distrain.backends.horovod import HorovodBackend
-        return HorovodBackend(world)
+        return HorovodBackend(world, process_sets)
     from distrain.backends.mpi import MPIBackend
     return MPIBackend(world)
 

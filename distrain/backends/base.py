@@ -140,6 +140,11 @@ class Backend:
         """
         raise NotImplementedError(f"the {self.name} backend has no process sets")
 
+    def release_subset(self, ranks: Sequence[int]) -> None:
+        """Ends the set of ``ranks`` made by :meth:`subset`, every rank together, before
+        its members shut their set's backend down; here a barrier."""
+        self.barrier()
+
     def mpi_threads_supported(self) -> bool:
         """True when the MPI library takes calls from several threads at once.
 

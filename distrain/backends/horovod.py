@@ -4,15 +4,20 @@ Used when horovodrun started the job and Horovod imports (a TensorFlow 2.15 envi
 distrain programs run unchanged on an existing Horovod installation. Horovod's ops are
 TensorFlow ops, so TensorFlow values go to them directly, eagerly or inside ``tf.function``;
 numpy arrays are converted. bfloat16, which Horovod lacks, travels as float32.
+
+A process set's backend is this backend's copy whose every op is Horovod's with Horovod's
+``process_set=`` (:mod:`distrain.backends.horovod_sets` says how the sets are made).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import sys
 
 import numpy as np
 
+from distrain.backends import horovod_sets
 from distrain.backends.base import Backend, CollectiveMismatchError, check_root
 from distrain.environment import World, WorldError
 from distrain.ops import ReduceOp
@@ -32,6 +37,15 @@ def horovod_importable() -> bool:
 class HorovodBackend(Backend):
     """Collectives through Horovod's own TensorFlow ops.
 
+    Args:
+        world: what the launcher reported.
+        process_sets: ``init``'s ``process_sets``: its sets become Horovod's static sets,
+            ``"dynamic"`` starts Horovod's dynamic mode.
+
+    Attributes:
+        process_set: the Horovod process set every op is given (the global one, or a set's
+            in a :meth:`subset` backend).
+
     Raises:
         WorldError: Horovod does not import.
     """
@@ -39,7 +53,7 @@ class HorovodBackend(Backend):
     name = "horovod"
     native_tensorflow = True
 
-    def __init__(self, world: World):
+    def __init__(self, world: World, process_sets=None):
         try:
             import horovod.tensorflow as hvd
             import tensorflow as tf
@@ -47,12 +61,41 @@ class HorovodBackend(Backend):
             raise WorldError(f"the horovod backend needs horovod.tensorflow, which does not "
                              f"import here ({exc})") from exc
         self.hvd, self.tf = hvd, tf
-        hvd.init()
+        self.sets = horovod_sets.HorovodSets(hvd, process_sets, world.size)
+        hvd.init(process_sets=self.sets.init_argument())
+        self.process_set = hvd.global_process_set
         super().__init__(World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(),
                                hvd.cross_rank(), hvd.cross_size(), world.launcher, world.gloo))
         self._ops = {ReduceOp.AVERAGE: hvd.Average, ReduceOp.SUM: hvd.Sum,
                      ReduceOp.MIN: hvd.Min, ReduceOp.MAX: hvd.Max,
                      ReduceOp.PRODUCT: hvd.Product, ReduceOp.ADASUM: hvd.Adasum}
+
+    def subset(self, ranks):
+        """The backend of Horovod's set of ``ranks``; every rank must call it.
+
+        Returns:
+            The backend on members, None elsewhere.
+
+        Raises:
+            ValueError: Horovod is not in its dynamic mode and ``ranks`` was not one of
+                ``init``'s sets.
+        """
+        found = self.sets.claim(ranks)
+        if self.world.rank not in found.ranks:
+            return None
+        view = copy.copy(self)
+        view.process_set, view.sets = found, None
+        Backend.__init__(view, World(found.ranks.index(self.world.rank), len(found.ranks),
+                                     launcher=self.world.launcher, gloo=self.world.gloo))
+        return view
+
+    def release_subset(self, ranks):
+        """Removes Horovod's set of ``ranks``; every rank must call it."""
+        self.sets.release(ranks)
+
+    def _root(self, root: int) -> int:
+        """The global rank of the set's rank ``root``: Horovod's roots are global."""
+        return self.process_set.ranks[root]
 
     @contextlib.contextmanager
     def _mismatch_errors(self, label: str):
@@ -85,11 +128,13 @@ class HorovodBackend(Backend):
         with self._mismatch_errors(label):
             for indices in groups.values():
                 if op is ReduceOp.ADASUM:  # Horovod 0.28.1's grouped Adasum fails (a local
-                    outs = [self.hvd.allreduce(wired[i], op=self.hvd.Adasum)  # unbound)
+                    outs = [self.hvd.allreduce(wired[i], op=self.hvd.Adasum,  # unbound)
+                                               process_set=self.process_set)
                             for i in indices]
                 else:
                     outs = self.hvd.grouped_allreduce([wired[i] for i in indices],
-                                                      op=self._ops[op])
+                                                      op=self._ops[op],
+                                                      process_set=self.process_set)
                 for i, out in zip(indices, outs):
                     reduced[i] = tf.cast(out, tensors[i].dtype)
         return reduced
@@ -102,7 +147,8 @@ class HorovodBackend(Backend):
         with self._mismatch_errors(label):
             for t in tensors:
                 t = tf.convert_to_tensor(t)
-                out.append(tf.cast(self.hvd.broadcast(self._wire(t), root_rank=root), t.dtype))
+                out.append(tf.cast(self.hvd.broadcast(self._wire(t), root_rank=self._root(root),
+                                                      process_set=self.process_set), t.dtype))
         return out
 
     def allgather_tensor(self, tensor, label):
@@ -112,7 +158,8 @@ class HorovodBackend(Backend):
         if tensor.shape.rank == 0:
             tensor = tf.reshape(tensor, [1])
         with self._mismatch_errors(label):
-            return tf.cast(self.hvd.allgather(self._wire(tensor)), tensor.dtype)
+            return tf.cast(self.hvd.allgather(self._wire(tensor), process_set=self.process_set),
+                           tensor.dtype)
 
     def allreduce(self, arrays, op, wire_dtype, label):
         reduced = self.allreduce_tensors(arrays, op, wire_dtype, label)
@@ -128,11 +175,13 @@ class HorovodBackend(Backend):
         tf = self.tf
         with self._mismatch_errors(label):
             if splits is None:
-                out = self.hvd.alltoall(tf.convert_to_tensor(array))
+                out = self.hvd.alltoall(tf.convert_to_tensor(array),
+                                        process_set=self.process_set)
                 counts = np.full(self.world.size, array.shape[0] // self.world.size, np.int32)
             else:
                 out, counts = self.hvd.alltoall(tf.convert_to_tensor(array),
-                                                splits=tf.constant(list(splits), tf.int32))
+                                                splits=tf.constant(list(splits), tf.int32),
+                                                process_set=self.process_set)
                 counts = np.asarray(counts.numpy(), np.int32)
         return np.asarray(out.numpy()), counts
 
@@ -140,8 +189,8 @@ class HorovodBackend(Backend):
         tf = self.tf
         with self._mismatch_errors(label):
             return [np.asarray(tf.cast(self.hvd.reducescatter(
-                self._wire(tf.convert_to_tensor(a), wire_dtype), op=self._ops[op]),
-                a.dtype).numpy()) for a in arrays]
+                self._wire(tf.convert_to_tensor(a), wire_dtype), op=self._ops[op],
+                process_set=self.process_set), a.dtype).numpy()) for a in arrays]
 
     def join(self):
         return int(self.hvd.join())
@@ -154,14 +203,15 @@ class HorovodBackend(Backend):
         recv[...] = self.allreduce([send], ReduceOp.SUM, None, "message_allreduce")[0]
 
     def allgather_object(self, obj):
-        return list(self.hvd.allgather_object(obj))
+        return list(self.hvd.allgather_object(obj, process_set=self.process_set))
 
     def barrier(self):
         barrier = getattr(self.hvd, "barrier", None)
         if barrier is not None:
-            barrier()
+            barrier(process_set=self.process_set)
         else:
-            self.hvd.allreduce(self.tf.zeros([1]), op=self.hvd.Sum)
+            self.hvd.allreduce(self.tf.zeros([1]), op=self.hvd.Sum,
+                               process_set=self.process_set)
 
     def abort(self, code):
         sys.stdout.flush()
@@ -169,4 +219,7 @@ class HorovodBackend(Backend):
         os._exit(code)
 
     def shutdown(self):
-        self.hvd.shutdown()
+        """Shuts Horovod down; a set's backend leaves it running (the set is removed by
+        :meth:`release_subset`)."""
+        if self.process_set is self.hvd.global_process_set:
+            self.hvd.shutdown()

@@ -3,6 +3,7 @@
 These tests need ``horovodrun`` and ``horovod.tensorflow``; tests/conftest.py leaves this
 folder out, and says so, where Horovod is not installed.
 """
+import json
 import os
 import re
 import shutil
@@ -50,6 +51,33 @@ def test_collective_suite_on_the_horovod_backend():
     assert result.returncode == 0, text[-5000:]
     summaries = re.findall(r"^(\d+) passed, (\d+) skipped", text, re.M)
     assert len(summaries) == 2 and int(summaries[0][0]) >= 140, text[-3000:]
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_process_sets_on_the_horovod_backend(ranks):
+    """Dynamic sets need Horovod started in its dynamic mode: the file runs on its own."""
+    result = horovodrun(ranks, ["-m", "pytest", "tests/ranks/rank_process_sets.py", "-o",
+                                "python_files=rank_*.py", "-q", "-p", "no:cacheprovider",
+                                "--color=no"], 150)
+    text = untag(result.stdout)
+    assert result.returncode == 0, text[-5000:] + result.stderr[-3000:]
+    summaries = re.findall(r"^(\d+) passed, (\d+) skipped", text, re.M)
+    assert len(summaries) == ranks and all(int(p) >= 6 for p, _ in summaries), text[-3000:]
+
+
+@pytest.mark.timeout(200)
+def test_static_process_sets_on_the_horovod_backend():
+    result = horovodrun(4, [os.path.join("tests", "user_programs",
+                                         "horovod_style_process_sets.py")], 150)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(untag(result.stdout).strip().splitlines()[-1])
+    assert [row["rank"] for row in rows] == [0, 1, 2, 3]
+    for row in rows:
+        assert row["backend"] == "horovod" and row["ids"] == [1, 2]
+        assert row["sum"] == (2.0 if row["rank"] % 2 == 0 else 4.0)
+        assert row["root"] == (2 if row["rank"] % 2 == 0 else 3)
+        assert "HOROVOD_DYNAMIC_PROCESS_SETS=1" in row["add"]
 
 
 @pytest.mark.timeout(200)

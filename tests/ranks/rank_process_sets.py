@@ -1,4 +1,7 @@
-"""Process sets and join on every rank under a real mpirun (see tests/test_mpi_suite.py)."""
+"""Process sets and join on every rank under a real mpirun (see tests/test_mpi_suite.py) or
+horovodrun (tests/horovod/test_horovodrun.py)."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,10 +9,14 @@ import tensorflow as tf
 import distrain as hvd
 import distrain.tensorflow as hvd_tf
 
+STARTED_EARLIER = hvd.is_initialized()   # by another rank_*.py collected first
 hvd.init(process_sets="dynamic")
 RANK, SIZE = hvd.rank(), hvd.size()
 needs_two = pytest.mark.skipif(SIZE == 1, reason="needs two ranks")
-SUBSETS = hvd.collectives.backend_name() != "horovod"   # process sets: the mpi backend's
+HOROVOD = hvd.collectives.backend_name() == "horovod"
+# Horovod takes its dynamic mode when it starts: after an earlier plain init() it has none.
+ADDABLE = not (HOROVOD and STARTED_EARLIER and
+               os.environ.get("HOROVOD_DYNAMIC_PROCESS_SETS", "0") in ("0", ""))
 
 
 @pytest.fixture
@@ -17,8 +24,9 @@ def sets():
     """Evens and odds (disjoint), and the last two ranks; removed afterwards."""
     if SIZE == 1:
         pytest.skip("at one rank every set is the global set")
-    if not SUBSETS:
-        pytest.skip("process sets are the mpi backend's (the horovod backend has none)")
+    if not ADDABLE:
+        pytest.skip("Horovod was started without dynamic process sets by an earlier "
+                    "file's init(); tests/horovod runs this file on its own")
     made = [hvd.add_process_set(list(range(0, SIZE, 2)))]
     made.append(hvd.add_process_set(list(range(1, SIZE, 2))))
     if SIZE > 2:
@@ -41,6 +49,8 @@ def test_set_queries(sets):
     assert hvd.global_process_set.process_set_id == 0
     assert int(hvd.process_set_included_op(evens.process_set_id)) == int(RANK % 2 == 0)
     assert int(hvd.size_op(evens.process_set_id)) == evens.size()
+    if HOROVOD and evens.included():   # the set's collectives are Horovod's, on its set
+        assert evens._backend.process_set.ranks == evens.ranks
 
 
 def test_disjoint_sets_reduce_at_once(sets):
@@ -97,7 +107,7 @@ def test_registration_errors():
     with pytest.raises(ValueError, match="does not exist or has not been registered"):
         hvd.allreduce(np.ones(1), process_set=hvd.ProcessSet([0]))
     assert hvd.remove_process_set(hvd.global_process_set) is False
-    if SIZE & (SIZE - 1) == 0 and SIZE > 1 and SUBSETS:
+    if SIZE & (SIZE - 1) == 0 and SIZE > 1 and ADDABLE:
         evens = hvd.add_process_set(list(range(0, SIZE, 2)))
         try:
             if evens.included():
@@ -111,7 +121,7 @@ def test_registration_errors():
 
 # Under horovodrun distrain calls Horovod's own join, whose second call in one job returned
 # before the other rank had joined (Horovod 0.28.1, CPU; Horovod tests join on GPUs only).
-mpi_join = pytest.mark.skipif(not SUBSETS, reason="Horovod 0.28.1's CPU join returns early "
+mpi_join = pytest.mark.skipif(HOROVOD, reason="Horovod 0.28.1's CPU join returns early "
                               "when called again; distrain's join is the mpi backend's")
 
 
