@@ -30,6 +30,13 @@ def _reduced(optimizer, grads, variables) -> list:
     return optimizer._distrain_reduction.reduce(grads, variables)
 
 
+def _step(optimizer, apply):
+    """Runs ``apply`` now, or through the accumulator (only on every N-th pass)."""
+    if optimizer._distrain_accumulator is None:
+        return apply()
+    return optimizer._distrain_accumulator.apply(apply, optimizer.iterations)
+
+
 def _distributed_class(base):
     if base in _CLASSES:
         return _CLASSES[base]
@@ -43,13 +50,9 @@ def _distributed_class(base):
             variables = list(trainable_variables) if trainable_variables is not None \
                 else list(self._trainable_variables)
             grads = _reduced(self, list(grads), variables)
-            accumulator = self._distrain_accumulator
-            if accumulator is None:
-                return base.apply(self, grads, trainable_variables)
-            if not self.built:
-                self.build(variables)
-            return accumulator.apply(lambda: base.apply(self, grads, trainable_variables),
-                                     self.iterations)
+            if self._distrain_accumulator is not None and not self.built:
+                self.build(variables)     # not inside the accumulator's tf.cond
+            return _step(self, lambda: base.apply(self, grads, trainable_variables))
         methods = {"apply": apply}
     else:
         def apply_gradients(self, grads_and_vars, *args, **kwargs):
@@ -57,11 +60,7 @@ def _distributed_class(base):
             variables = [v for _, v in grads_and_vars]
             grads = _reduced(self, [g for g, _ in grads_and_vars], variables)
             pairs = list(zip(grads, variables))
-            accumulator = self._distrain_accumulator
-            if accumulator is None:
-                return base.apply_gradients(self, pairs, *args, **kwargs)
-            return accumulator.apply(lambda: base.apply_gradients(self, pairs, *args, **kwargs),
-                                     self.iterations)
+            return _step(self, lambda: base.apply_gradients(self, pairs, *args, **kwargs))
         methods = {"apply_gradients": apply_gradients}
     methods = {name: as_written(method) for name, method in methods.items()}
     methods["register_local_var"] = register_local_var

@@ -207,7 +207,7 @@ class GradientReduction:
             variables = [None] * len(grads)
         local = [i for i, v in enumerate(variables)
                  if v is not None and _identity(v) in self.local]
-        shared = [i for i in range(len(grads)) if i not in set(local)]
+        shared = sorted(set(range(len(grads))) - set(local))
         present = [k for k, i in enumerate(shared) if grads[i] is not None]
         groups = group_indices(self.groups, [variables[i] for i in shared], present)
         reduced = reduce_gradients([grads[i] for i in shared], self.compression,
