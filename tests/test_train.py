@@ -192,3 +192,43 @@ def test_distrain_run_restart_resumes_from_the_checkpoint(tmp_path):
     assert re.search(r"resumed from step 10, weights \w+", result.stdout), result.stdout[-3000:]
     meta, _ = final_weights(ckpt)
     assert meta["step"] == 20
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_backward_passes_reproduce_the_whole_batch(tmp_path):
+    """``--backward-passes N`` at batch b reaches the weights of one pass at N x b, on one rank
+    and across ranks, with overlap, and with the global batch fixed (64 samples a step)."""
+    runs = {"1 rank, 1 pass of 64": (1, ["--batch-size", "64"]),
+            "1 rank, 4 passes of 16": (1, ["--batch-size", "16", "--backward-passes", "4"]),
+            "2 ranks, 4 passes of 8": (2, ["--batch-size", "8", "--backward-passes", "4"]),
+            "2 ranks, 2 passes of 16, overlap": (2, ["--batch-size", "16", "--backward-passes",
+                                                     "2", "--overlap"]),
+            "4 ranks, global 64, 2 passes": (4, ["--global-batch-size", "64",
+                                                 "--backward-passes", "2"])}
+    results = {}
+    for number, (label, (ranks, flags)) in enumerate(runs.items()):
+        out = tmp_path / f"run{number}"
+        result = run_mpi(ranks, TRAIN + ["--model", "mlp", "--steps-per-epoch", "6",
+                                         "--no-scale-lr", "--no-cost-model",
+                                         "--checkpoint-dir", str(out), *flags], timeout=180)
+        assert result.returncode == 0, f"{label}: {result.stderr[-3000:]}"
+        results[label] = final_weights(out)
+    (reference_meta, reference), *others = results.values()
+    assert reference_meta["step"] == 6 and reference_meta["global_batch"] == 64
+    for label, (meta, weights) in list(results.items())[1:]:
+        assert meta["step"] == 6 and meta["global_batch"] == 64, label
+        for a, b in zip(reference, weights):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6, err_msg=label)
+
+
+def test_backward_passes_bad_input_is_one_line():
+    """A zero pass count, and a global batch that the passes do not split, exit 2 once."""
+    for flags, words in ((["--backward-passes", "0"], "--backward-passes must be a positive"),
+                         (["--global-batch-size", "30", "--backward-passes", "4"],
+                          "does not split evenly over 1 ranks x 4 backward passes")):
+        done = subprocess.run([sys.executable, *TRAIN, "--no-cost-model", *flags],
+                              capture_output=True, text=True, timeout=120, env=rank_env(1))
+        assert done.returncode == 2, done.stderr[-2000:]
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and words in lines[0], done.stderr

@@ -72,6 +72,8 @@ class TrainConfig:
         cost_model: predict the step time and print it beside the measured one.
         overlap: reduce gradient buckets while backward runs (``--overlap``), or all after
             backward (``--no-overlap``); None follows ``DISTRAIN_OVERLAP`` (off unless 1).
+        backward_passes: forward and backward passes per step, each on ``batch_size``
+            samples, their gradients averaged locally before the step's one allreduce.
     """
 
     model: str = "mlp"
@@ -108,10 +110,12 @@ class TrainConfig:
     calibrate: bool = False
     cost_model: bool = True
     overlap: bool | None = None
+    backward_passes: int = 1
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch-size": self.batch_size,
-                    "synthetic-samples": self.synthetic_samples}
+                    "synthetic-samples": self.synthetic_samples,
+                    "backward-passes": self.backward_passes}
         for flag, value in positive.items():
             if not isinstance(value, int) or value <= 0:
                 raise UsageError(f"--{flag} must be a positive integer, got {value!r}")
@@ -158,9 +162,13 @@ class TrainConfig:
             raise UsageError(f"--global-batch-size must be a positive integer, got "
                              f"{self.global_batch!r}")
 
+    def rank_step_batch(self) -> int:
+        """The samples of one step on one rank: every backward pass's batch."""
+        return self.batch_size * self.backward_passes
+
     def global_batch_size(self, size: int) -> int:
         """The samples of one step across ``size`` ranks."""
-        return self.batch_size * size
+        return self.rank_step_batch() * size
 
 
 def _check_dataset(spec: str) -> None:
@@ -255,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reduce gradient buckets while backward runs (DISTRAIN_OVERLAP=1)")
     p.add_argument("--no-overlap", dest="overlap", action="store_false",
                    help="reduce the gradients after backward (the default)")
+    p.add_argument("--backward-passes", type=int, default=d.backward_passes, metavar="N",
+                   help="forward and backward passes per step, each on --batch-size samples, "
+                        "gradients averaged locally and reduced once per step (Horovod's "
+                        "backward_passes_per_step; default %(default)s)")
     return p
 
 

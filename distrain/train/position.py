@@ -67,15 +67,18 @@ def position_of(meta: dict, steps: int, per_step: int) -> Position:
     return Position(step, epoch, first * per_step, budget)
 
 
-def rank_batch(batch_size: int, global_batch: int | None, size: int) -> int:
-    """The per-rank batch: ``batch_size``, or ``global_batch / size`` when it is fixed.
+def rank_batch(batch_size: int, global_batch: int | None, size: int, passes: int = 1) -> int:
+    """The batch of one backward pass on one rank: ``batch_size``, or
+    ``global_batch / (size * passes)`` when the global batch is fixed.
 
     Raises:
-        UsageError: ``global_batch`` does not split evenly over ``size`` ranks.
+        UsageError: ``global_batch`` does not split evenly over ``size`` ranks and
+            ``passes`` backward passes.
     """
     if global_batch is None:
         return batch_size
-    if global_batch % size:
+    if global_batch % (size * passes):
+        per = f"{size} ranks" if passes == 1 else f"{size} ranks x {passes} backward passes"
         raise UsageError(f"--global-batch-size {global_batch} does not split evenly over "
-                         f"{size} ranks; give a multiple of every job size it may run at")
-    return global_batch // size
+                         f"{per}; give a multiple of every job size it may run at")
+    return global_batch // (size * passes)

@@ -79,7 +79,8 @@ def run(config: TrainConfig) -> TrainResult:
     rank, size = collectives.rank(), collectives.size()
     printer = Printer(rank, config.verbose, config.quiet)
     config = agree(lambda: dataclasses.replace(
-        config, batch_size=rank_batch(config.batch_size, config.global_batch, size)))
+        config, batch_size=rank_batch(config.batch_size, config.global_batch, size,
+                                      config.backward_passes)))
     elastic = _take_resize_requests(config, printer)
     data, steps = _open_data(config, rank, size)
     model, optimizer = agree(lambda: _build(config, data))
@@ -97,12 +98,13 @@ def run(config: TrainConfig) -> TrainResult:
 def _open_data(config: TrainConfig, rank: int, size: int):
     """Opens this rank's shard of the dataset; returns it and the steps of an epoch, agreed
     by every rank."""
-    data = agree(lambda: datasets.open_source(config.dataset, config.seed, config.batch_size,
+    data = agree(lambda: datasets.open_source(config.dataset, config.seed,
+                                               config.rank_step_batch(),
                                                rank, size, config.image_size,
                                                config.synthetic_samples))
     summary = agree(data.summary)  # this rank's shard, read once
     summaries = collectives.allgather_object(summary) if size > 1 else [summary]
-    steps = agree(lambda: data.settle(summaries, config.batch_size, size,
+    steps = agree(lambda: data.settle(summaries, config.rank_step_batch(), size,
                                        config.steps_per_epoch))
     return data, steps
 
@@ -203,7 +205,7 @@ class _Run:
             self.prediction = self.predict()
         train_step = TrainStep(self.model, self.optimizer,
                                ops.Compression.by_name(config.compression), self.timer,
-                               self.overlap)
+                               self.overlap, config.backward_passes)
         while self.position.epoch < config.epochs:
             self._epoch(train_step)
         step = self.position.step
@@ -231,7 +233,7 @@ class _Run:
         self.printer.start_epoch(epoch, config.epochs, first + remaining)
         sums = np.zeros(3)  # loss x samples, correct, samples
         began = time.perf_counter()
-        batches = self.data.batches(epoch, config.seed, config.batch_size, self.rank,
+        batches = self.data.batches(epoch, config.seed, config.rank_step_batch(), self.rank,
                                     self.size, remaining, offset=offset)
         for index in range(remaining):
             lr = self.schedule.at(step)
@@ -353,9 +355,10 @@ class _Run:
         config = self.config
         wire_dtype = ops.Compression.by_name(config.compression).wire_dtype
         comm = dataclasses.replace(load_or_calibrate(config.calibrate), wire_dtype=wire_dtype)
+        batch = config.rank_step_batch()  # N backward passes timed as one on N batches
         mine = costmodel.predict(
-            self.model, config.batch_size, self.data.num_classes, self.optimizer,
-            self.data.sample(config.batch_size), comm, sync=collectives.barrier,
+            self.model, batch, self.data.num_classes, self.optimizer,
+            self.data.sample(batch), comm, sync=collectives.barrier,
             agree=lambda rounds: collectives.allreduce(np.int64(rounds), op=ops.Max,
                                                        name="cost model rounds"),
             buckets=bucket_sizes() if self.overlap else None)

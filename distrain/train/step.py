@@ -5,6 +5,12 @@ The three parts run as separate calls so each can be timed: ``compute`` and ``ap
 overlap (``--overlap``; :mod:`distrain.overlap`), ``compute`` also starts each bucket's
 allreduce as soon as backward has made its gradients, and the allreduce phase is what is left
 to wait for once backward is done: the exposed part of the communication.
+
+With ``passes`` > 1 (``--backward-passes``) a step splits its batch into that many
+micro-batches, runs forward and backward on each in turn, and averages their gradients
+locally before the one allreduce and apply: the batch of N passes for the activation memory of
+one, and one allreduce per N passes (Horovod's ``backward_passes_per_step``). The compute
+phase holds every pass; with overlap the last pass starts the buckets' allreduce.
 """
 from __future__ import annotations
 
@@ -24,9 +30,11 @@ class TrainStep:
         compression: ``distrain.Compression`` for the gradient allreduce.
         timer: records each phase.
         overlap: reduce gradient buckets during backward (where the backend allows).
+        passes: forward and backward passes per step, each on an equal part of the batch.
     """
 
-    def __init__(self, model, optimizer, compression, timer: StepTimer, overlap: bool = False):
+    def __init__(self, model, optimizer, compression, timer: StepTimer, overlap: bool = False,
+                 passes: int = 1):
         import tensorflow as tf
         import keras
         self.model = model
@@ -36,7 +44,9 @@ class TrainStep:
         self.variables = list(model.trainable_variables)
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-        def compute(x, y):
+        def compute(x, y, earlier=(), last=True):
+            """One pass. ``earlier``: the summed gradients of the step's passes before this
+            one. Returns the sum so far, or on the ``last`` pass the step's mean gradients."""
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)
                 loss = loss_fn(y, logits)
@@ -44,6 +54,10 @@ class TrainStep:
                     loss = loss + tf.add_n(model.losses)
             grads = tape.gradient(loss, self.variables)
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.variables)]
+            if earlier:
+                grads = [g + e for g, e in zip(grads, earlier)]
+                if last:
+                    grads = [g / passes for g in grads]
             correct = tf.reduce_sum(tf.cast(
                 tf.equal(tf.argmax(logits, axis=-1), tf.cast(y, tf.int64)), tf.float32))
             return loss, correct, grads
@@ -51,8 +65,8 @@ class TrainStep:
         def apply(grads):
             optimizer.apply_gradients(zip(grads, self.variables))
 
-        def compute_and_start(x, y):
-            loss, correct, grads = compute(x, y)
+        def compute_and_start(x, y, earlier=()):
+            loss, correct, grads = compute(x, y, earlier)
             started = start_overlapped_allreduce(grads, compression=compression,
                                                  name="gradients", enabled=True)
             if started is None:
@@ -61,6 +75,8 @@ class TrainStep:
             return loss, correct, (), tokens
 
         self._compute = tf.function(compute_and_start if overlap else compute)
+        self._pass = tf.function(lambda x, y, earlier: compute(x, y, earlier, last=False))
+        self._passes = passes
         self._overlap = overlap
         self._plan = None
         self._apply = tf.function(apply)
@@ -84,10 +100,18 @@ class TrainStep:
             x = self._tf.convert_to_tensor(x)
             y = self._tf.convert_to_tensor(y)
         with timer.phase("compute"):
+            loss, correct, earlier = 0.0, 0.0, ()
+            xs, ys = ((x,), (y,)) if self._passes == 1 else \
+                (self._tf.split(x, self._passes), self._tf.split(y, self._passes))
+            for part_x, part_y in zip(xs[:-1], ys[:-1]):
+                part_loss, part_correct, earlier = self._pass(part_x, part_y, earlier)
+                loss, correct = loss + part_loss, correct + part_correct
             if self._overlap:
-                loss, correct, grads, tokens = self._compute(x, y)
+                part_loss, part_correct, grads, tokens = self._compute(xs[-1], ys[-1], earlier)
             else:
-                (loss, correct, grads), tokens = self._compute(x, y), ()
+                (part_loss, part_correct, grads), tokens = \
+                    self._compute(xs[-1], ys[-1], earlier), ()
+            loss, correct = (loss + part_loss) / self._passes, correct + part_correct
         with timer.phase("allreduce"):
             if tokens:
                 grads = finish_overlapped_allreduce(tokens, self._plan)
