@@ -334,3 +334,11 @@ def test_the_keras_face_has_every_name_of_horovods():
     callbacks = """BroadcastGlobalVariablesCallback MetricAverageCallback
     LearningRateScheduleCallback LearningRateWarmupCallback BestModelCheckpoint""".split()
     assert [n for n in callbacks if not hasattr(hvd.callbacks, n)] == []
+
+
+def test_horovods_keras_import_path_names_the_same_module():
+    """``import horovod.tensorflow.keras as hvd`` becomes ``distrain.tensorflow.keras``: every
+    name is the Keras face's own object."""
+    import distrain.tensorflow.keras as tf_keras_face
+    assert sorted(tf_keras_face.__all__) == sorted(hvd.__all__)
+    assert [n for n in hvd.__all__ if getattr(tf_keras_face, n) is not getattr(hvd, n)] == []
