@@ -43,11 +43,14 @@ def test_the_launcher_starts_through_this_interpreter_not_path(monkeypatch):
     monkeypatch.setattr(network.subprocess, "run", run)
     hosts = types.SimpleNamespace(addresses=["10.0.0.1", "10.0.0.2"], launch_args=lambda: [])
     args = types.SimpleNamespace(model="mlp", steps=3, warmup=1, batch_size=8, timeout=60)
-    assert network._train(hosts, args, "none", False, 1) == {"step_ms": 1}
+    assert network._train(hosts, args, "none", False, 2, 1) == {"step_ms": 1}
     assert started[0][:3] == [sys.executable, "-m", "distrain.run"]
+    assert started[0][started[0].index("--backward-passes") + 1] == "2"
 
 
-@pytest.mark.parametrize("flags", [["--compression", "fp8"], ["--rounds", "0"]])
+@pytest.mark.parametrize("flags", [["--compression", "fp8"], ["--rounds", "0"],
+                                   ["--overlap", "sometimes"], ["--overlap", "on,on"],
+                                   ["--backward-passes", "0"], ["--backward-passes", "1,x"]])
 def test_bad_flags_exit_2(flags):
     with pytest.raises(SystemExit) as raised:
         network.main(flags)
@@ -61,7 +64,8 @@ def test_a_short_run_prints_a_row_per_compression_without_and_with_overlap(capsy
     if problem:
         pytest.skip(problem)
     code = network.main(["--model", "mlp", "--steps", "3", "--warmup", "1", "--rate",
-                         "100mbit", "--compression", "none,fp16", "--rounds", "1", "--json"])
+                         "100mbit", "--compression", "none,fp16", "--rounds", "1",
+                         "--backward-passes", "2", "--json"])
     out = capsys.readouterr().out
     assert code == 0, out
     result = json.loads(out.strip().splitlines()[-1])
@@ -75,14 +79,16 @@ def test_a_short_run_prints_a_row_per_compression_without_and_with_overlap(capsy
         ("none", False), ("none", True), ("fp16", False), ("fp16", True)]
     for row in result["runs"]:
         assert row["ranks"] == 2 and row["gradient_bytes"] > 0 and row["round"] == 1
+        assert row["backward_passes"] == 2 and row["global_batch"] == 2 * 2 * 32
         assert set(row["rank0_phase_ms"]) == {"data", "compute", "allreduce", "apply"}
         assert row["allreduce_gbit_s"] > 0 and row["allreduce_alone_ms"] > 0
     assert len(result["settings"]) == 4 and set(result["overlap_ratio"]) == {"none", "fp16"}
     assert len(result["allreduce_speedup"]["fp16"]["runs"]) == 1
 
 
-def _row(compression, overlap, number, compute, allreduce, step):
+def _row(compression, overlap, number, compute, allreduce, step, passes=1):
     return {"compression": compression, "overlap": overlap, "round": number,
+            "backward_passes": passes, "samples_per_s": 64 * passes / step,
             "step_ms": step, "allreduce_gbit_s": 0.5, "allreduce_alone_ms": allreduce,
             "rank0_phase_ms": {"data": 0.0, "compute": compute, "allreduce": allreduce,
                                "apply": 1.0}}
@@ -97,7 +103,7 @@ def test_the_summary_pairs_each_rounds_runs():
             _row("fp16", False, 3, 44.0, 4.5, 50.0),
             _row("fp16", True, 1, 40.0, 1.0, 42.0), _row("fp16", True, 2, 50.0, 1.0, 52.0),
             _row("fp16", True, 3, 44.0, 1.0, 46.0)]
-    summary = network._summary(rows, ["none", "fp16"])
+    summary = network._summary(rows, ["none", "fp16"], [False, True], [1])
     # round by round: the overlapped step over that round's max(compute, allreduce alone)
     assert summary["overlap_ratio"]["none"] == {"median": 1.1, "min": 1.1, "max": 1.5,
                                                 "runs": [1.1, 1.5, 1.1]}
@@ -106,3 +112,14 @@ def test_the_summary_pairs_each_rounds_runs():
     assert (none_alone["compression"], none_alone["overlap"]) == ("none", False)
     assert none_alone["step_ms"]["median"] == 55.0 and none_alone["phase_ms"]["compute"] == 44.0
     assert (none_alone["step_ms"]["min"], none_alone["step_ms"]["max"]) == (52.0, 60.0)
+
+
+def test_the_allreduce_share_falls_with_backward_passes():
+    # the same allreduce (10 ms) after 1, 2 and 4 passes of 40 ms compute
+    rows = [_row("none", False, number, 40.0 * passes, 10.0, 40.0 * passes + 11.0, passes)
+            for passes in (1, 2, 4) for number in (1, 2)]
+    summary = network._summary(rows, ["none"], [False], [1, 2, 4])
+    shares = [row["allreduce_share"]["median"] for row in summary["settings"]]
+    assert [row["backward_passes"] for row in summary["settings"]] == [1, 2, 4]
+    assert shares == [round(10 / 51, 3), round(10 / 91, 3), round(10 / 171, 3)]
+    assert summary["overlap_ratio"] == {}  # overlap was not run both ways

@@ -60,14 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compression", default="none")
     p.add_argument("--overlap", action="store_true",
                    help="reduce gradient buckets while backward runs")
+    p.add_argument("--backward-passes", type=int, default=1, metavar="N",
+                   help="passes of --batch-size per step, reduced once (default 1)")
     p.add_argument("--dataset", default="synthetic",
                    help="any --dataset of python -m distrain.train, e.g. images:DIR "
                         "(default synthetic)")
     p.add_argument("--image-size", type=int, default=None, metavar="N")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
-        p.error("--steps and --batch-size must be >= 1, --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.backward_passes < 1:
+        p.error("--steps, --batch-size and --backward-passes must be >= 1, --warmup >= 0")
 
     from distrain import collectives
     from distrain.train.config import TrainConfig
@@ -75,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.warmup + args.steps
     config = TrainConfig(model=args.model, dataset=args.dataset, image_size=args.image_size,
                          batch_size=args.batch_size, steps_per_epoch=steps,
-                         synthetic_samples=max(4096, steps * args.batch_size * 64),
+                         backward_passes=args.backward_passes,
+                         synthetic_samples=max(4096, steps * args.batch_size *
+                                               args.backward_passes * 64),
                          compression=args.compression, quiet=True, cost_model=False,
                          overlap=args.overlap)
     result = run(config)
@@ -83,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     mine = summarize_rank(result.timer.steps, collectives.rank(), "", args.warmup)
     slowest = max(collectives.allgather_object(mine.total))
     phases = mine.phases
+    global_batch = args.batch_size * args.backward_passes * size
     figures = {"model": args.model, "dataset": args.dataset, "ranks": size,
                "overlap": args.overlap, "batch_per_rank": args.batch_size,
-               "global_batch": args.batch_size * size, "steps": args.steps,
+               "backward_passes": args.backward_passes,
+               "global_batch": global_batch, "steps": args.steps,
                "step_ms": round(slowest * 1e3, 3),
-               "samples_per_s": round(args.batch_size * size / slowest, 1),
+               "samples_per_s": round(global_batch / slowest, 1),
                "gradient_bytes": result.gradient_bytes,
                "allreduce_alone_ms": round(allreduce_alone(
                    result.gradient_specs, args.compression, args.steps) * 1e3, 3)
@@ -97,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(figures), flush=True)
         else:
-            print(f"train {args.model} on {args.dataset}: {size} rank(s), global batch {figures['global_batch']}, "
-                  f"{args.steps} timed steps")
+            passes = "" if args.backward_passes == 1 else \
+                f" ({args.backward_passes} backward passes of {args.batch_size})"
+            print(f"train {args.model} on {args.dataset}: {size} rank(s), global batch "
+                  f"{figures['global_batch']}{passes}, {args.steps} timed steps")
             print(f"  step {figures['step_ms']:.2f} ms (median, slowest rank)   "
                   f"{figures['samples_per_s']:.0f} samples/s")
             print(f"  allreduce alone {figures['allreduce_alone_ms']:.2f} ms (median, "
