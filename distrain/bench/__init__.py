@@ -19,6 +19,8 @@ BENCHMARKS = {
     "launch": ("distrain.bench.launch", "distrain-run's start-up overhead over bare mpirun"),
     "train": ("distrain.bench.train", "training throughput (samples/s) at this world size"),
     "costmodel": ("distrain.bench.costmodel", "predicted against measured step time"),
+    "memory": ("distrain.bench.memory", "peak resident memory per rank against plain "
+               "single-process Keras"),
     "network": ("distrain.bench.network", "training over namespace hosts whose links are "
                 "limited by tc (root)"),
     "elastic": ("distrain.bench.host_kills", "an elastic job through random host kills on "

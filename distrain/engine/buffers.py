@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 __all__ = ["ALIGNMENT", "aligned_empty", "aligned_like", "is_aligned", "bfloat16",
-           "wire_dtype_for", "FLOAT_DTYPES"]
+           "wire_dtype_for", "FLOAT_DTYPES", "pooled_bytes"]
 
 ALIGNMENT = 64
 
@@ -87,6 +87,12 @@ def _raw(nbytes: int) -> np.ndarray:
                 sum(b.size for b in _pool) + nbytes <= _POOL_MAX_BYTES:
             _pool.append(raw)         # else every pooled buffer is in use: not kept
         return raw[:nbytes]
+
+
+def pooled_bytes() -> int:
+    """The bytes of the large buffers the pool keeps for reuse (in use or idle)."""
+    with _pool_lock:
+        return sum(b.size for b in _pool)
 
 
 def aligned_like(arrays) -> tuple[np.ndarray, list[np.ndarray]]:
