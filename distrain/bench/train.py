@@ -45,6 +45,18 @@ def allreduce_alone(specs, compression: str, repeats: int) -> float:
     return max(collectives.allgather_object(statistics.median(seconds)))
 
 
+def _config(args, steps: int):
+    """The training program's configuration for ``steps`` steps of ``args``."""
+    from distrain.train.config import TrainConfig
+    return TrainConfig(model=args.model, dataset=args.dataset, image_size=args.image_size,
+                       batch_size=args.batch_size, steps_per_epoch=steps,
+                       backward_passes=args.backward_passes,
+                       synthetic_samples=max(4096, steps * args.batch_size *
+                                             args.backward_passes * 64),
+                       compression=args.compression, quiet=True, cost_model=False,
+                       backend=args.backend, overlap=args.overlap)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Trains briefly and prints throughput on rank 0.
 
@@ -66,22 +78,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="any --dataset of python -m distrain.train, e.g. images:DIR "
                         "(default synthetic)")
     p.add_argument("--image-size", type=int, default=None, metavar="N")
+    p.add_argument("--backend", default="auto",
+                   help="the collectives' backend, as python -m distrain.train --backend: "
+                        "horovod under horovodrun times Horovod's own allreduce on the same "
+                        "program (default auto)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.backward_passes < 1:
         p.error("--steps, --batch-size and --backward-passes must be >= 1, --warmup >= 0")
 
     from distrain import collectives
-    from distrain.train.config import TrainConfig
+    from distrain.errors import UsageError
     from distrain.train.runner import run
     steps = args.warmup + args.steps
-    config = TrainConfig(model=args.model, dataset=args.dataset, image_size=args.image_size,
-                         batch_size=args.batch_size, steps_per_epoch=steps,
-                         backward_passes=args.backward_passes,
-                         synthetic_samples=max(4096, steps * args.batch_size *
-                                               args.backward_passes * 64),
-                         compression=args.compression, quiet=True, cost_model=False,
-                         overlap=args.overlap)
+    try:
+        config = _config(args, steps)
+    except UsageError as exc:
+        p.error(str(exc))
     result = run(config)
     size = collectives.size()
     mine = summarize_rank(result.timer.steps, collectives.rank(), "", args.warmup)
@@ -89,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     phases = mine.phases
     global_batch = args.batch_size * args.backward_passes * size
     figures = {"model": args.model, "dataset": args.dataset, "ranks": size,
+               "backend": args.backend,
                "overlap": args.overlap, "batch_per_rank": args.batch_size,
                "backward_passes": args.backward_passes,
                "global_batch": global_batch, "steps": args.steps,
