@@ -36,3 +36,16 @@ def test_bench_refuses_a_process_set_outside_the_world():
     lines = [line for line in result.stderr.splitlines() if "--process-set" in line]
     assert lines and "Traceback" not in result.stderr
     assert len(lines) == 1 and "must be ranks of the world" in lines[0]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+def test_bench_reduces_a_models_own_gradient_list():
+    result = run_mpi(2, ["-m", "distrain.bench", "allreduce", "--iters", "2", "--warmup", "1",
+                         "--model", "mlp", "--image-size", "8", "--json"], timeout=200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json_rows(result.stdout)
+    weights = 8 * 8 * 3 * 128 + 128 + 128 * 64 + 64 + 64 * 1000 + 1000
+    assert (row["model"], row["tensors"], row["ranks"]) == ("mlp", 6, 2)
+    assert row["megabytes"] == round(weights * 4 / 1e6, 1)
+    assert row["distrain_ms"] > 0 and row["raw_mpi_ms"] > 0 and row["raw_mpi_chunked_ms"] > 0

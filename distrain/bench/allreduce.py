@@ -1,7 +1,7 @@
 """``python -m distrain.bench allreduce``: distrain's grouped allreduce against raw MPI.
 
-Reduces a ResNet-50-sized gradient list (161 float32 tf.Tensors, 102 MB) with
-``distrain.grouped_allreduce`` and, for reference, the same number of bytes in one contiguous
+Reduces a ResNet-50-sized gradient list (161 float32 tf.Tensors, 102 MB; ``--model NAME``:
+that model's own gradient list) with ``distrain.grouped_allreduce`` and, for reference, the same number of bytes in one contiguous
 numpy buffer with one ``mpi4py`` ``Allreduce``. Prints the median of each, their ratio, and
 the bus bandwidth as nccl-tests define it. The same bytes Allreduced in distrain's chunk size
 are printed too, to show what chunking alone buys: busbw = algbw x 2(p-1)/p, algbw = bytes / time.
@@ -12,6 +12,7 @@ runs on those ranks only (:mod:`distrain.bench.collective_ops`).
 
 Example:
     mpirun -np 2 python -m distrain.bench allreduce --json
+    mpirun -np 2 python -m distrain.bench allreduce --model mobilenet_v2 --image-size 96
     mpirun -np 4 python -m distrain.bench allreduce --op alltoall --process-set 0,1
 """
 from __future__ import annotations
@@ -19,15 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 from distrain import environment as env
-from distrain.bench.collective_ops import OPS
+from distrain.bench.collective_ops import OPS, paired_medians
 from distrain.bench.collective_ops import run as run_op
+from distrain.bench.shapes import resnet50_shapes
 from distrain.ops import COMPRESSIONS
 from distrain.protocol import ExitCode
 from distrain.tfimport import import_tensorflow
@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
                         "ResNet-50's gradient list)")
     p.add_argument("--megabytes", type=float, default=64.0,
                    help="the tensor's size for --op other than allreduce (default 64)")
+    p.add_argument("--model", default=None,
+                   help="reduce this model's gradient list instead of ResNet-50's (any "
+                        "--model of python -m distrain.train, built for --image-size images)")
+    p.add_argument("--image-size", type=int, default=64, metavar="N",
+                   help="the images --model is built for (default 64)")
     p.add_argument("--process-set", default=None, metavar="R,R,...",
                    help="run on these ranks only, as a process set (raw MPI: the matching "
                         "sub-communicator)")
@@ -64,22 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _median_time(fn, comm, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        comm.Barrier()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    # The slowest rank's time is the collective's time.
-    return comm.allreduce(statistics.median(times), op=_max(comm))
-
-
-def _max(comm):
-    from mpi4py import MPI
-    return MPI.MAX
+def _gradient_shapes(model: str | None, image_size: int) -> list[tuple[int, ...]]:
+    """The trainable variables' shapes of ``model`` (ResNet-50's when None)."""
+    if model is None:
+        return resnet50_shapes()
+    from distrain.train.models import build_model
+    built = build_model(model, (image_size, image_size, 3), 1000)
+    return [tuple(int(d) for d in v.shape) for v in built.trainable_variables]
 
 
 def _ranks(text: str | None) -> list[int] | None:
@@ -126,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     tf = import_tensorflow()
 
     from distrain import collectives, ops
-    from distrain.bench.shapes import resnet50_shapes
+    from distrain.errors import UsageError
     try:
         ranks = _ranks(args.process_set)
         process_sets = [collectives.ProcessSet(ranks)] if ranks else None
@@ -141,25 +137,31 @@ def main(argv: list[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     size, rank = collectives.size(), collectives.rank()
     rng = np.random.default_rng(rank)
-    shapes = resnet50_shapes()
+    try:
+        shapes = _gradient_shapes(args.model, args.image_size)
+    except UsageError as exc:
+        if rank == 0:
+            print(f"distrain.bench allreduce: --model: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     grads = [tf.constant(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
     nbytes = sum(int(np.prod(s)) * 4 for s in shapes)
     compression = ops.Compression.by_name(args.compression)
 
     flat_in = np.ones(nbytes // 4, np.float32)
     flat_out = np.empty_like(flat_in)
-    raw = _median_time(lambda: comm.Allreduce(flat_in, flat_out, MPI.SUM), comm,
-                       args.iters, args.warmup)
     chunk = max(1, collectives.chunk_bytes() // 4)
 
     def raw_chunked():
         for start in range(0, flat_in.size, chunk):
             comm.Allreduce(flat_in[start:start + chunk], flat_out[start:start + chunk], MPI.SUM)
 
-    raw_chunked_time = _median_time(raw_chunked, comm, args.iters, args.warmup)
-    ours = _median_time(lambda: collectives.grouped_allreduce(grads, compression=compression),
-                        comm, args.iters, args.warmup)
+    # in turn each iteration, so a slow spell of the host falls on all three alike
+    raw, raw_chunked_time, ours = paired_medians(
+        [lambda: comm.Allreduce(flat_in, flat_out, MPI.SUM), raw_chunked,
+         lambda: collectives.grouped_allreduce(grads, compression=compression)],
+        comm, args.iters, args.warmup)
     result = {
+        "model": args.model or "resnet50 (shapes)",
         "ranks": size, "tensors": len(shapes), "megabytes": round(nbytes / 1e6, 1),
         "compression": args.compression,
         "distrain_ms": round(ours * 1e3, 2), "raw_mpi_ms": round(raw * 1e3, 2),
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result), flush=True)
         else:
-            print(f"allreduce of {result['tensors']} tensors, {result['megabytes']} MB, "
+            print(f"allreduce of {result['model']}'s {result['tensors']} gradients, "
+                  f"{result['megabytes']} MB, "
                   f"{size} ranks ({result['mpi']}), compression {args.compression}")
             print(f"  distrain grouped_allreduce  {result['distrain_ms']:9.2f} ms   "
                   f"busbw {result['distrain_busbw_gbs']:6.2f} GB/s")
