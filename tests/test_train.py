@@ -33,7 +33,7 @@ from distrain.train.rank_setup import configure_tensorflow, quiet_tensorflow
 config = TrainConfig(model=sys.argv[1])
 quiet_tensorflow()
 configure_tensorflow(1, 0, config.seed)
-data = load_dataset(config.dataset, config.seed, config.synthetic_samples)
+data = load_dataset(config.dataset, config.seed, config.synthetic_spec())
 model = build_model(config.model, data.input_shape, data.num_classes)
 np.savez(sys.argv[2], *[np.asarray(v) for v in model.weights])
 """

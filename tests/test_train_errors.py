@@ -40,7 +40,11 @@ def bad_npz(tmp_path):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("args, fragments", [
-    (["--model", "transformer"], ["unknown model 'transformer'", "mlp, cnn, resnet"]),
+    (["--model", "transformers"], ["unknown model 'transformers'", "mlp, cnn, resnet",
+                                   "keras.applications.NAME"]),
+    (["--model", "transformer", "--transformer-width", "100"],
+     ["--transformer-width 100 does not split over --transformer-heads 8"]),
+    (["--vocab-size", "0"], ["--vocab-size must be a positive integer, got 0"]),
     (["--dataset", "imagenet"], ["unknown dataset 'imagenet'", "npz:PATH"]),
     (["--dataset", "npz:/no/such.npz"], ["'/no/such.npz' does not exist"]),
     (["--batch-size", "0"], ["--batch-size must be a positive integer"]),

@@ -1,8 +1,8 @@
 """Compute, data and apply costs, timed on this rank as separate terms.
 
-**Sub-models.** A model is cut where every path passes through one tensor
-(:func:`submodels`): after every layer of a chain, between the blocks of a residual network.
-The loss is one more sub-model. Each sub-model's forward and backward (gradients of its
+**Sub-models.** A model is cut into sub-models where every path passes through one tensor,
+and by block where layers are named by block (:mod:`distrain.costmodel.model_cuts`). The
+loss is one more sub-model. Each sub-model's forward and backward (gradients of its
 weights and, where a weight lies before it, of its input: backpropagation stops at the first
 weight) is timed on random inputs of its input shape at the per-rank batch, as its own
 ``tf.function``.
@@ -36,7 +36,9 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["submodels", "step_functions", "pair_rounds", "adjacent_pairs", "time_in_turn",
+from distrain.costmodel.model_cuts import submodels
+
+__all__ = ["step_functions", "pair_rounds", "adjacent_pairs", "time_in_turn",
            "median_seconds"]
 
 
@@ -50,45 +52,6 @@ def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def _ids(tensors) -> list[int]:
-    return [id(t) for t in (tensors if isinstance(tensors, (list, tuple)) else [tensors])]
-
-
-def submodels(model) -> list:
-    """Cuts ``model`` into sub-models at the tensors every path passes through.
-
-    A layer's output is a cut point when nothing computed before it is needed after it. A
-    chain of layers (an MLP, a plain CNN) is cut after every layer; a residual network is cut
-    between its blocks, so each block, shortcut included, is one sub-model. A model whose
-    layers cannot be traced (a subclassed model) is one sub-model.
-
-    Returns:
-        ``(name, sub-model)`` pairs in order; a name is ``first..last`` layer names.
-    """
-    import keras
-    layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
-    try:
-        needs = [_ids(layer.input) for layer in layers]
-        outputs = [id(layer.output) for layer in layers]
-        start = model.inputs[0] if len(model.inputs) == 1 else None
-    except (AttributeError, ValueError):
-        return [(model.name, model)]
-    if start is None:
-        return [(model.name, model)]
-    made_at = {tid: i for i, tid in enumerate(outputs)}
-    made_at.update({tid: -1 for tid in _ids(model.inputs)})
-    pieces, first = [], 0
-    for i, layer in enumerate(layers):
-        live = {tid for later in needs[i + 1:] for tid in later if made_at.get(tid, i) <= i}
-        if i + 1 < len(layers) and live != {outputs[i]}:
-            continue
-        name = layer.name if first == i else f"{layers[first].name}..{layer.name}"
-        piece = keras.Model(start, layer.output, name=name.replace("..", "_to_"))
-        pieces.append((name, piece))
-        start, first = layer.output, i + 1
-    return pieces
 
 
 def _output_gradients(tf, layer, batch_size: int, rng):

@@ -237,7 +237,7 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
 def _owners(model, names: list[str], variables) -> list[int]:
     """For each variable, the index in ``names`` of the sub-model that holds it (the last
     sub-model where none does)."""
-    from distrain.costmodel.compute import submodels
+    from distrain.costmodel.model_cuts import submodels
     index = {name: i for i, name in enumerate(names)}
     holder = {}
     for name, piece in submodels(model):

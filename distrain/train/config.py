@@ -18,11 +18,14 @@ import re
 from distrain.environment import BACKENDS
 from distrain.errors import UsageError
 from distrain.ops import COMPRESSIONS
+from distrain.train.applications import APPLICATIONS, DEFAULT_IMAGE_SIZE, application_name
+from distrain.train.data.synthetic import SyntheticSpec
+from distrain.train.transformer import TransformerShape
 
 __all__ = ["TrainConfig", "build_parser", "config_from_argv", "BUILTIN_MODELS",
            "BUILTIN_DATASETS"]
 
-BUILTIN_MODELS = ("mlp", "cnn", "resnet")
+BUILTIN_MODELS = ("mlp", "cnn", "resnet") + tuple(APPLICATIONS) + ("transformer",)
 BUILTIN_DATASETS = ("synthetic", "digits")
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
@@ -32,10 +35,13 @@ class TrainConfig:
     """Everything one training run needs.
 
     Attributes:
-        model: ``mlp``, ``cnn``, ``resnet`` or ``package.module:factory``.
+        model: ``mlp``, ``cnn``, ``resnet``, ``resnet50``, ``mobilenet_v2``,
+            ``efficientnet_b0``, ``keras.applications.NAME``, ``transformer`` or
+            ``package.module:factory``.
         dataset: ``synthetic``, ``digits``, ``npz:PATH``, ``images:DIR``,
             ``tfrecord:GLOB`` or ``package.module:factory`` (see :mod:`distrain.train.data`).
-        image_size: ``(height, width)`` images are resized to (None: the first image's).
+        image_size: ``(height, width)`` images are resized to (None: the first image's),
+            and the size of synthetic images (None: 16, or 224 for Keras Applications).
         epochs: passes over the training data.
         steps_per_epoch: stop an epoch after this many steps (None: the whole shard).
         batch_size: samples per rank per step; the global batch is this times the size.
@@ -60,6 +66,10 @@ class TrainConfig:
             rate from the checkpoint's to the new size's over this many steps.
         check_consistency: every this many steps check all ranks hold the same weights.
         synthetic_samples: the size of the synthetic training set.
+        transformer_layers, transformer_width, transformer_heads: the transformer's
+            encoder blocks, width and attention heads (:class:`TransformerShape`).
+        sequence_length: tokens per synthetic sample for the transformer.
+        vocab_size: the transformer's vocabulary: token ids are ``0 .. vocab_size - 1``.
         backend: ``auto``, ``mpi``, ``horovod`` or ``local``.
         verbose: let every rank print, not only rank 0.
         quiet: print nothing but errors (benchmarks).
@@ -99,6 +109,11 @@ class TrainConfig:
     resize_warmup_steps: int = 20
     check_consistency: int = 0
     synthetic_samples: int = 4096
+    transformer_layers: int = 4
+    transformer_width: int = 512
+    transformer_heads: int = 8
+    sequence_length: int = 128
+    vocab_size: int = 30522
     backend: str = "auto"
     verbose: bool = False
     quiet: bool = False
@@ -135,9 +150,12 @@ class TrainConfig:
             raise UsageError(f"--lr must be positive, got {self.learning_rate}")
         if self.warmup_epochs < 0:
             raise UsageError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
-        if self.model not in BUILTIN_MODELS and not _FACTORY.fullmatch(self.model):
+        if self.model not in BUILTIN_MODELS and not _FACTORY.fullmatch(self.model) and \
+                application_name(self.model) is None:
             raise UsageError(f"unknown model {self.model!r}: use one of "
-                             f"{', '.join(BUILTIN_MODELS)} or package.module:factory")
+                             f"{', '.join(BUILTIN_MODELS)}, keras.applications.NAME or "
+                             f"package.module:factory")
+        self.transformer_shape()
         _check_dataset(self.dataset)
         if isinstance(self.image_size, int):
             object.__setattr__(self, "image_size", (self.image_size, self.image_size))
@@ -169,6 +187,29 @@ class TrainConfig:
     def global_batch_size(self, size: int) -> int:
         """The samples of one step across ``size`` ranks."""
         return self.rank_step_batch() * size
+
+    def transformer_shape(self) -> TransformerShape:
+        """The transformer's size from the ``--transformer-*``, ``--sequence-length`` and
+        ``--vocab-size`` flags.
+
+        Raises:
+            UsageError: a value out of range (checked for every model).
+        """
+        return TransformerShape(self.transformer_layers, self.transformer_width,
+                                self.transformer_heads, self.sequence_length,
+                                self.vocab_size)
+
+    def synthetic_spec(self) -> SyntheticSpec:
+        """What ``--dataset synthetic`` holds for this model: token ids of
+        ``--sequence-length`` for the transformer, RGB images of ``--image-size`` (default
+        224) for a Keras Application, grey ones (default 16) for the others."""
+        if self.model == "transformer":
+            return SyntheticSpec(self.synthetic_samples, (self.sequence_length,),
+                                 self.vocab_size)
+        if application_name(self.model) is not None:
+            size = self.image_size or (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)
+            return SyntheticSpec(self.synthetic_samples, tuple(size) + (3,))
+        return SyntheticSpec(self.synthetic_samples, tuple(self.image_size or (16, 16)) + (1,))
 
 
 def _check_dataset(spec: str) -> None:
@@ -209,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "mpirun, horovodrun or srun, or run alone as one rank.")
     d = TrainConfig()
     p.add_argument("--model", default=d.model,
-                   help="mlp, cnn, resnet, or package.module:factory (default %(default)s)")
+                   help="mlp, cnn, resnet, resnet50, mobilenet_v2, efficientnet_b0, "
+                        "keras.applications.NAME (untrained), transformer, or "
+                        "package.module:factory (default %(default)s)")
     p.add_argument("--dataset", default=d.dataset,
                    help="synthetic, digits (scikit-learn), npz:PATH, images:DIR (one subfolder "
                         "per class), tfrecord:GLOB (label + image or x features) or "
@@ -217,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every rank runs the same steps, the remainder is dropped "
                         "(default %(default)s)")
     p.add_argument("--image-size", type=_image_size, default=None, metavar="N|HxW",
-                   help="resize images:/tfrecord: images (default: the first image's size)")
+                   help="resize images:/tfrecord: images (default: the first image's size); "
+                        "the size of synthetic images (default 16, 224 for Keras "
+                        "Applications)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="per rank")
@@ -247,6 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-consistency", type=int, default=d.check_consistency,
                    metavar="N", help="verify identical weights on all ranks every N steps")
     p.add_argument("--synthetic-samples", type=int, default=d.synthetic_samples)
+    p.add_argument("--transformer-layers", type=int, default=d.transformer_layers, metavar="N",
+                   help="--model transformer: encoder blocks (default %(default)s)")
+    p.add_argument("--transformer-width", type=int, default=d.transformer_width, metavar="N",
+                   help="model width, a multiple of the heads (default %(default)s)")
+    p.add_argument("--transformer-heads", type=int, default=d.transformer_heads, metavar="N",
+                   help="attention heads (default %(default)s)")
+    p.add_argument("--sequence-length", type=int, default=d.sequence_length, metavar="N",
+                   help="tokens per synthetic sample (default %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size, metavar="N",
+                   help="token ids 0..N-1 (default %(default)s)")
     p.add_argument("--backend", default=d.backend)
     p.add_argument("--verbose", action="store_true", help="every rank prints")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")

@@ -1,11 +1,18 @@
 """The built-in models, and loading a user's ``package.module:factory``.
 
+Built here: ``mlp``, ``cnn`` and ``resnet``, small models for tests and examples. Keras
+Applications (``resnet50``, ``mobilenet_v2``, ``efficientnet_b0``,
+``keras.applications.NAME``) are built by :mod:`distrain.train.applications`, the encoder
+classifier ``transformer`` by :mod:`distrain.train.transformer`.
+
 A factory is called as ``factory(input_shape=..., num_classes=...)`` and must return a
 ``keras.Model`` producing one logit per class.
 """
 from __future__ import annotations
 
 from distrain.errors import UsageError
+from distrain.train.applications import application_name, build_application
+from distrain.train.transformer import TransformerShape, build_transformer
 from distrain.train.user_code import call_factory
 
 __all__ = ["build_model"]
@@ -66,23 +73,34 @@ def _resnet(keras, input_shape, num_classes):
 _BUILTIN = {"mlp": _mlp, "cnn": _cnn, "resnet": _resnet}
 
 
-def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int):
+def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int,
+                transformer: TransformerShape | None = None):
     """Builds a model by name or factory path.
 
     Args:
-        spec: ``mlp``, ``cnn``, ``resnet`` or ``package.module:factory``.
+        spec: ``mlp``, ``cnn``, ``resnet``, ``resnet50``, ``mobilenet_v2``,
+            ``efficientnet_b0``, ``keras.applications.NAME``, ``transformer`` or
+            ``package.module:factory``.
         input_shape: one sample's shape.
         num_classes: the number of logits.
+        transformer: the transformer's size (None: the defaults).
 
     Returns:
         A built ``keras.Model``.
 
     Raises:
-        UsageError: the factory cannot be imported, raises, or returns no Keras model.
+        UsageError: an application that does not exist or refuses ``input_shape``;
+            samples the transformer cannot read; a factory that cannot be imported,
+            raises, or returns no Keras model.
     """
     import keras
     if spec in _BUILTIN:
         return _BUILTIN[spec](keras, tuple(input_shape), num_classes)
+    if spec == "transformer":
+        return build_transformer(transformer or TransformerShape(), tuple(input_shape),
+                                 num_classes)
+    if application_name(spec) is not None:
+        return build_application(spec, tuple(input_shape), num_classes)
     model = call_factory(spec, "model", input_shape=tuple(input_shape),
                          num_classes=num_classes)
     if not isinstance(model, keras.Model):

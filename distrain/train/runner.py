@@ -48,7 +48,8 @@ def _build(config: TrainConfig, data):
     import keras
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_model(config.model, data.input_shape, data.num_classes)
+    model = build_model(config.model, data.input_shape, data.num_classes,
+                        config.transformer_shape())
     opt_class = keras.optimizers.SGD if config.optimizer == "sgd" else keras.optimizers.Adam
     kwargs = {"momentum": config.momentum} if config.optimizer == "sgd" else {}
     optimizer = opt_class(learning_rate=config.learning_rate, **kwargs)
@@ -101,7 +102,7 @@ def _open_data(config: TrainConfig, rank: int, size: int):
     data = agree(lambda: datasets.open_source(config.dataset, config.seed,
                                                config.rank_step_batch(),
                                                rank, size, config.image_size,
-                                               config.synthetic_samples))
+                                               config.synthetic_spec()))
     summary = agree(data.summary)  # this rank's shard, read once
     summaries = collectives.allgather_object(summary) if size > 1 else [summary]
     steps = agree(lambda: data.settle(summaries, config.rank_step_batch(), size,

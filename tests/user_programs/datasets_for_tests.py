@@ -43,3 +43,12 @@ def wrong_type(rank, size, seed, batch_size):
 
 def batched(rank, size, seed, batch_size):
     return tf.data.Dataset.from_tensor_slices(samples()).batch(batch_size)
+
+
+def token_ids(rank, size, seed, batch_size):
+    """96 sequences of 16 token ids (int64) under 50; the class is whether token 7 occurs
+    more often than token 3."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 50, (96, 16))
+    y = (np.sum(x == 7, axis=1) > np.sum(x == 3, axis=1)).astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices((x, y))

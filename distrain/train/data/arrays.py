@@ -15,6 +15,7 @@ import zipfile
 import numpy as np
 
 from distrain.errors import UsageError
+from distrain.train.data.synthetic import CLASSES, SyntheticSpec, synthetic_arrays
 
 __all__ = ["Dataset", "ArraySource", "load_dataset", "shard_batches", "steps_per_epoch",
            "eval_shard"]
@@ -34,17 +35,6 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
-
-
-def _synthetic(samples: int, seed: int) -> Dataset:
-    """Learnable random data: each class is a fixed random 16x16 pattern, each sample its
-    class's pattern under Gaussian noise twice as strong (a 20 % test split)."""
-    rng = np.random.default_rng(seed)
-    shape, classes = (16, 16, 1), 10
-    patterns = rng.standard_normal((classes,) + shape).astype(np.float32)
-    y = rng.integers(0, classes, samples + samples // 4).astype(np.int64)
-    x = patterns[y] + 2.0 * rng.standard_normal((len(y),) + shape).astype(np.float32)
-    return Dataset("synthetic", x[:samples], y[:samples], x[samples:], y[samples:], classes)
 
 
 def _digits(seed: int) -> Dataset:
@@ -91,8 +81,13 @@ def _npz(path: str) -> Dataset:
     return Dataset(f"npz:{path}", x.astype(np.float32), y.astype(np.int64), *test, classes)
 
 
-def load_dataset(spec: str, seed: int, synthetic_samples: int = 4096) -> Dataset:
+def load_dataset(spec: str, seed: int, synthetic: SyntheticSpec = SyntheticSpec()) -> Dataset:
     """Loads ``synthetic``, ``digits`` or ``npz:PATH``.
+
+    Args:
+        spec: the ``--dataset`` value.
+        seed: the base seed.
+        synthetic: the count, shape and kind of ``synthetic``'s samples.
 
     Returns:
         The :class:`Dataset`.
@@ -101,7 +96,7 @@ def load_dataset(spec: str, seed: int, synthetic_samples: int = 4096) -> Dataset
         UsageError: a missing or malformed file, or a missing optional dependency.
     """
     if spec == "synthetic":
-        return _synthetic(synthetic_samples, seed)
+        return Dataset("synthetic", *synthetic_arrays(synthetic, seed), CLASSES)
     if spec == "digits":
         return _digits(seed)
     return _npz(spec[4:])
