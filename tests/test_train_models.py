@@ -110,18 +110,19 @@ def test_synthetic_token_ids_are_learnable_from_their_tokens():
 
 @pytest.mark.mpi
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("spec, extra", [("resnet50", []),
+@pytest.mark.parametrize("spec, extra", [("resnet50", ["--sync-batch-norm"]),
                                          ("mobilenet_v2", ["--mixed-precision"]),
                                          ("efficientnet_b0", [])])
 def test_applications_train_at_two_ranks_with_identical_weights(spec, extra):
-    """Batch norm normalises each rank's batch on its own, so these do not reproduce one
-    rank exactly; every rank holds the same weights after every step."""
+    """Every rank holds the same weights after every step: with each rank's batch normalised
+    on its own, and with --sync-batch-norm (statistics of the global batch)."""
     result = run_mpi(2, TRAIN + ["--model", spec, "--image-size", "32", "--batch-size", "2",
                                  "--steps-per-epoch", "2", "--synthetic-samples", "32",
                                  "--check-consistency", "1", "--no-cost-model"] + extra,
                      timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"model {spec} ({BUILT_IN[spec][1]:,} parameters)" in result.stdout
+    sync = ", SyncBatchNormalization" if "--sync-batch-norm" in extra else ""
+    assert f"model {spec} ({BUILT_IN[spec][1]:,} parameters{sync})" in result.stdout
     assert "epoch 1: loss" in result.stdout and "nan" not in result.stdout.lower()
 
 

@@ -34,7 +34,7 @@ from distrain import collectives
 from distrain.keras_compat import is_keras3
 from distrain.ops import Sum
 
-__all__ = ["SyncBatchNormalization"]
+__all__ = ["SyncBatchNormalization", "synchronized"]
 
 # The parameters (after self) of the BatchNormalization._moments this module overrides.
 _KERAS3_HOOK = ("inputs", "mask")
@@ -159,3 +159,25 @@ class SyncBatchNormalization(keras.layers.BatchNormalization):
                 return super()._moments(inputs, reduction_axes, keep_dims, mask=mask)
             return _global_moments(inputs, reduction_axes, keep_dims, mask,
                                    self._statistics_name())
+
+
+def synchronized(model):
+    """A copy of a functional or Sequential ``model`` whose ``BatchNormalization`` layers are
+    :class:`SyncBatchNormalization` layers with the same configuration, holding the same
+    weights (``python -m distrain.train --sync-batch-norm``); other layers are copied as
+    ``keras.models.clone_model`` copies them.
+
+    Example:
+        >>> model = synchronized(keras.applications.ResNet50(weights=None))  # doctest: +SKIP
+    """
+    def clone(layer):
+        if type(layer) is keras.layers.BatchNormalization:
+            config = layer.get_config()
+            config.pop("fused", None)
+            config.pop("synchronized", None)
+            return SyncBatchNormalization.from_config(config)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

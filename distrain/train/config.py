@@ -82,6 +82,8 @@ class TrainConfig:
         cost_model: predict the step time and print it beside the measured one.
         overlap: reduce gradient buckets while backward runs (``--overlap``), or all after
             backward (``--no-overlap``); None follows ``DISTRAIN_OVERLAP`` (off unless 1).
+        sync_batch_norm: make the model's BatchNormalization layers SyncBatchNormalization
+            (statistics of the global batch, one allreduce per layer in training).
         backward_passes: forward and backward passes per step, each on ``batch_size``
             samples, their gradients averaged locally before the step's one allreduce.
     """
@@ -126,6 +128,7 @@ class TrainConfig:
     cost_model: bool = True
     overlap: bool | None = None
     backward_passes: int = 1
+    sync_batch_norm: bool = False
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch-size": self.batch_size,
@@ -318,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reduce gradient buckets while backward runs (DISTRAIN_OVERLAP=1)")
     p.add_argument("--no-overlap", dest="overlap", action="store_false",
                    help="reduce the gradients after backward (the default)")
+    p.add_argument("--sync-batch-norm", action="store_true",
+                   help="batch normalization over the global batch: the model's "
+                        "BatchNormalization layers become SyncBatchNormalization, so N ranks "
+                        "train as one process on the N batches together")
     p.add_argument("--backward-passes", type=int, default=d.backward_passes, metavar="N",
                    help="forward and backward passes per step, each on --batch-size samples, "
                         "gradients averaged locally and reduced once per step (Horovod's "

@@ -50,6 +50,9 @@ def _build(config: TrainConfig, data):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     model = build_model(config.model, data.input_shape, data.num_classes,
                         config.transformer_shape())
+    if config.sync_batch_norm:
+        from distrain.tensorflow.sync_batch_norm import synchronized  # imports Keras
+        model = synchronized(model)
     opt_class = keras.optimizers.SGD if config.optimizer == "sgd" else keras.optimizers.Adam
     kwargs = {"momentum": config.momentum} if config.optimizer == "sgd" else {}
     optimizer = opt_class(learning_rate=config.learning_rate, **kwargs)
@@ -183,9 +186,10 @@ class _Run:
         """
         self.printer.line(f"distrain: {self.size} rank(s), backend "
                           f"{collectives.backend_name()}, {device}; model {self.config.model} "
-                          f"({self.model.count_params():,} parameters), dataset "
-                          f"{self.data.name}, global batch {self.per_step}, {self.steps} "
-                          f"steps/epoch")
+                          f"({self.model.count_params():,} parameters"
+                          f"{', SyncBatchNormalization' if self.config.sync_batch_norm else ''}"
+                          f"), dataset {self.data.name}, global batch {self.per_step}, "
+                          f"{self.steps} steps/epoch")
         if resumed:
             meta, changed = resumed
             self.printer.line(resume.resumed_line(meta, self.position, self.size,
