@@ -39,6 +39,7 @@ def fake_bin(tmp_path):
         (bin_dir / name).write_text(
             "#!/usr/bin/env bash\n"
             f"printf '%s\\0' \"$0\" \"$@\" > {record}\n"
+            f"env -0 > {tmp_path}/environ\n"
             "for ((i = 1; i <= $#; i++)); do\n"
             "  if [ \"${!i}\" = --hostfile ]; then j=$((i + 1)); "
             f"cp \"${{!j}}\" {tmp_path}/hostfile; fi\n"
@@ -47,11 +48,15 @@ def fake_bin(tmp_path):
     for script in bin_dir.iterdir():
         script.chmod(0o755)
 
-    def run(script, *args, **env):
-        environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), **env}
+    def run(script, *args, expect=0, **env):
+        environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path),
+                   "PYTHONPATH": ROOT, **env}
         done = subprocess.run([os.path.join(LAUNCH, script), *args], env=environ,
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == expect, done.stderr
+        if expect:
+            assert not record.exists()
+            return done.stderr
         argv = record.read_text().split("\0")[:-1]
         return os.path.basename(argv[0]), argv[1:]
     run.tmp_path = tmp_path
@@ -85,6 +90,31 @@ def test_slurm_sbatch_mpirun_mode_runs_distrain_run_on_the_allocation(fake_bin):
     config = _config(argv)
     assert config.np == 4 and config.max_restarts == 2
     assert config.command[:3] == ("python", "-m", "distrain.train")
+
+
+@pytest.mark.parametrize("mode", ["srun", "mpirun"])
+def test_slurm_sbatch_pins_mpis_tcp_traffic_and_resumes_a_requeued_job(fake_bin, mode):
+    name, argv = fake_bin("slurm.sbatch", "--epochs", "2", MODE=mode, SLURM_NTASKS="4",
+                          SLURM_TASKS_PER_NODE="2(x2)", SLURM_JOB_NODELIST="node[7-8]",
+                          SLURM_RESTART_COUNT="1", DISTRAIN_NETWORK_INTERFACES="10.1.0.0/16")
+    assert argv[-3:] == ["--epochs", "2", "--resume"]
+    if mode == "mpirun":
+        argv[argv.index("--hostfile") + 1] = str(fake_bin.tmp_path / "hostfile")  # a copy
+        assert _config(argv).network_interfaces == ("10.1.0.0/16",)
+    else:
+        assert "OMPI_MCA_btl_tcp_if_include=10.1.0.0/16" in (
+            fake_bin.tmp_path / "environ").read_text().split("\0")
+
+
+@pytest.mark.parametrize("args, env, words", [
+    (["--epochs", "two"], {}, "distrain.train: error: argument --epochs"),
+    (["--epochs", "2"], {"MODE": "bogus"}, "slurm.sbatch: MODE must be srun or mpirun"),
+])
+def test_slurm_sbatch_bad_input_is_one_line_and_exit_2_before_any_rank(fake_bin, args, env,
+                                                                       words):
+    err = fake_bin("slurm.sbatch", *args, expect=2, **env)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(words), err
 
 
 def test_slurm_sbatch_asks_slurm_for_nodes_and_tasks():
