@@ -182,3 +182,64 @@ def test_hostfile_parser_accepts_the_mpi_operator_hostfile_format():
     text = ("distrain-train-worker-0.distrain-train.default.svc slots=2\n"
             "distrain-train-worker-1.distrain-train.default.svc slots=2\n")
     assert sum(h.slots for h in parse_hostfile(text)) == 4
+
+
+MPIJOB_SCHEMA = os.environ.get("DISTRAIN_MPIJOB_SCHEMA", os.path.join(
+    ROOT, os.pardir, "shared", "schemas", "kubeflow.org_mpijobs.yaml"))
+
+
+def _strict(schema):
+    """The CRD's schema as kubectl's strict field validation applies it: an object's fields
+    other than those it lists are errors, unless it preserves unknown fields."""
+    if isinstance(schema, dict):
+        schema = {key: _strict(value) for key, value in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [_strict(item) for item in schema]
+    return schema
+
+
+@pytest.fixture(scope="module")
+def mpijob_validator():
+    """A JSON-schema validator for MPIJob v2beta1 from the MPI Operator's CRD."""
+    if not os.path.isfile(MPIJOB_SCHEMA):
+        reason = (f"the MPIJob CRD is not at {MPIJOB_SCHEMA} (set DISTRAIN_MPIJOB_SCHEMA to "
+                  f"kubeflow/mpi-operator's manifests/base/kubeflow.org_mpijobs.yaml)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    import jsonschema
+    with open(MPIJOB_SCHEMA) as stream:
+        crd = next(doc for doc in yaml.safe_load_all(stream) if doc)
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v2beta1")
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def test_mpijob_validates_against_the_mpi_operators_crd(mpijob_validator):
+    with open(os.path.join(LAUNCH, "mpijob.yaml")) as stream:
+        job = yaml.safe_load(stream)
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in mpijob_validator.iter_errors(job)]
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("path, value", [
+    (("spec", "slotsPerWorker"), "two"),
+    (("spec", "mpiImplementation"), "OpenMP"),
+    (("spec", "runPolicy", "backoffLimit"), "none"),
+    (("spec", "mpiReplicaSpecs", "Launcher", "template", "spec", "containers", 0, "comand"),
+     ["distrain-run"]),
+])
+def test_the_crd_validator_rejects_a_broken_mpijob(mpijob_validator, path, value):
+    with open(os.path.join(LAUNCH, "mpijob.yaml")) as stream:
+        job = yaml.safe_load(stream)
+    where = job
+    for key in path[:-1]:
+        where = where[key]
+    where[path[-1]] = value
+    assert not mpijob_validator.is_valid(job)
