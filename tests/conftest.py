@@ -113,3 +113,10 @@ def no_stale_mpi_sessions():
     from distrain.run.leftovers import sweep
     sweep()
     yield
+
+
+@pytest.fixture(scope="session")
+def image():
+    """distrain's image of this checkout, built once a session (tests/docker, tests/slurm)."""
+    from docker_helpers import build_image
+    return build_image()

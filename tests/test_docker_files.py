@@ -51,6 +51,23 @@ def test_the_compose_file_publishes_no_port_and_keeps_mpi_on_a_private_network()
         launcher["environment"]["DISTRAIN_HOST_DISCOVERY_SCRIPT"]
 
 
+def test_the_slurm_cluster_publishes_no_port_and_keeps_its_key_in_a_volume():
+    compose = yaml.safe_load(_read("docker", "slurm", "compose.yaml"))
+    services = compose["services"]
+    assert set(services) == {"slurmctld", "node"}
+    for name, service in services.items():
+        assert "ports" not in service, name
+        assert service["networks"] == ["cluster"], name
+        assert {"keys:/keys", "shared:/shared"} <= set(service["volumes"]), name
+    assert compose["networks"]["cluster"]["internal"] is True
+    assert "version" not in compose
+    # Debian's munge package makes a key when installed: gone in the same layer
+    install = next(step for step in _read("docker", "slurm", "Dockerfile").split("\nRUN ")
+                   if "apt-get install" in step)
+    assert "rm -rf /var/lib/apt/lists/* /etc/munge/munge.key" in install
+    assert os.access(os.path.join(DOCKER, "slurm", "entrypoint.sh"), os.X_OK)
+
+
 def test_distrains_code_is_copied_after_the_heavy_layers():
     text = _read("docker", "Dockerfile")
     assert text.index("pip install") < text.index("COPY distrain /src/distrain")
@@ -73,7 +90,8 @@ def test_no_key_or_credential_is_in_docker_or_the_build_context():
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-@pytest.mark.parametrize("script", ["entrypoint.sh", "make-base.sh", "make-wheelhouse.sh"])
+@pytest.mark.parametrize("script", ["entrypoint.sh", "make-base.sh", "make-wheelhouse.sh",
+                                    "slurm/entrypoint.sh"])
 def test_scripts_pass_shellcheck(script):
     done = subprocess.run(["shellcheck", os.path.join(DOCKER, script)], capture_output=True,
                           text=True)

@@ -39,6 +39,7 @@ def fake_bin(tmp_path):
         (bin_dir / name).write_text(
             "#!/usr/bin/env bash\n"
             f"printf '%s\\0' \"$0\" \"$@\" > {record}\n"
+            f"env -0 > {tmp_path}/environ\n"
             "for ((i = 1; i <= $#; i++)); do\n"
             "  if [ \"${!i}\" = --hostfile ]; then j=$((i + 1)); "
             f"cp \"${{!j}}\" {tmp_path}/hostfile; fi\n"
@@ -47,11 +48,15 @@ def fake_bin(tmp_path):
     for script in bin_dir.iterdir():
         script.chmod(0o755)
 
-    def run(script, *args, **env):
-        environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), **env}
+    def run(script, *args, expect=0, **env):
+        environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path),
+                   "PYTHONPATH": ROOT, **env}
         done = subprocess.run([os.path.join(LAUNCH, script), *args], env=environ,
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == expect, done.stderr
+        if expect:
+            assert not record.exists()
+            return done.stderr
         argv = record.read_text().split("\0")[:-1]
         return os.path.basename(argv[0]), argv[1:]
     run.tmp_path = tmp_path
@@ -85,6 +90,31 @@ def test_slurm_sbatch_mpirun_mode_runs_distrain_run_on_the_allocation(fake_bin):
     config = _config(argv)
     assert config.np == 4 and config.max_restarts == 2
     assert config.command[:3] == ("python", "-m", "distrain.train")
+
+
+@pytest.mark.parametrize("mode", ["srun", "mpirun"])
+def test_slurm_sbatch_pins_mpis_tcp_traffic_and_resumes_a_requeued_job(fake_bin, mode):
+    name, argv = fake_bin("slurm.sbatch", "--epochs", "2", MODE=mode, SLURM_NTASKS="4",
+                          SLURM_TASKS_PER_NODE="2(x2)", SLURM_JOB_NODELIST="node[7-8]",
+                          SLURM_RESTART_COUNT="1", DISTRAIN_NETWORK_INTERFACES="10.1.0.0/16")
+    assert argv[-3:] == ["--epochs", "2", "--resume"]
+    if mode == "mpirun":
+        argv[argv.index("--hostfile") + 1] = str(fake_bin.tmp_path / "hostfile")  # a copy
+        assert _config(argv).network_interfaces == ("10.1.0.0/16",)
+    else:
+        assert "OMPI_MCA_btl_tcp_if_include=10.1.0.0/16" in (
+            fake_bin.tmp_path / "environ").read_text().split("\0")
+
+
+@pytest.mark.parametrize("args, env, words", [
+    (["--epochs", "two"], {}, "distrain.train: error: argument --epochs"),
+    (["--epochs", "2"], {"MODE": "bogus"}, "slurm.sbatch: MODE must be srun or mpirun"),
+])
+def test_slurm_sbatch_bad_input_is_one_line_and_exit_2_before_any_rank(fake_bin, args, env,
+                                                                       words):
+    err = fake_bin("slurm.sbatch", *args, expect=2, **env)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(words), err
 
 
 def test_slurm_sbatch_asks_slurm_for_nodes_and_tasks():
@@ -152,3 +182,64 @@ def test_hostfile_parser_accepts_the_mpi_operator_hostfile_format():
     text = ("distrain-train-worker-0.distrain-train.default.svc slots=2\n"
             "distrain-train-worker-1.distrain-train.default.svc slots=2\n")
     assert sum(h.slots for h in parse_hostfile(text)) == 4
+
+
+MPIJOB_SCHEMA = os.environ.get("DISTRAIN_MPIJOB_SCHEMA", os.path.join(
+    ROOT, os.pardir, "shared", "schemas", "kubeflow.org_mpijobs.yaml"))
+
+
+def _strict(schema):
+    """The CRD's schema as kubectl's strict field validation applies it: an object's fields
+    other than those it lists are errors, unless it preserves unknown fields."""
+    if isinstance(schema, dict):
+        schema = {key: _strict(value) for key, value in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [_strict(item) for item in schema]
+    return schema
+
+
+@pytest.fixture(scope="module")
+def mpijob_validator():
+    """A JSON-schema validator for MPIJob v2beta1 from the MPI Operator's CRD."""
+    if not os.path.isfile(MPIJOB_SCHEMA):
+        reason = (f"the MPIJob CRD is not at {MPIJOB_SCHEMA} (set DISTRAIN_MPIJOB_SCHEMA to "
+                  f"kubeflow/mpi-operator's manifests/base/kubeflow.org_mpijobs.yaml)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    import jsonschema
+    with open(MPIJOB_SCHEMA) as stream:
+        crd = next(doc for doc in yaml.safe_load_all(stream) if doc)
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v2beta1")
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def test_mpijob_validates_against_the_mpi_operators_crd(mpijob_validator):
+    with open(os.path.join(LAUNCH, "mpijob.yaml")) as stream:
+        job = yaml.safe_load(stream)
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in mpijob_validator.iter_errors(job)]
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("path, value", [
+    (("spec", "slotsPerWorker"), "two"),
+    (("spec", "mpiImplementation"), "OpenMP"),
+    (("spec", "runPolicy", "backoffLimit"), "none"),
+    (("spec", "mpiReplicaSpecs", "Launcher", "template", "spec", "containers", 0, "comand"),
+     ["distrain-run"]),
+])
+def test_the_crd_validator_rejects_a_broken_mpijob(mpijob_validator, path, value):
+    with open(os.path.join(LAUNCH, "mpijob.yaml")) as stream:
+        job = yaml.safe_load(stream)
+    where = job
+    for key in path[:-1]:
+        where = where[key]
+    where[path[-1]] = value
+    assert not mpijob_validator.is_valid(job)

@@ -182,3 +182,11 @@ def test_help_does_not_import_tensorflow():
                             timeout=60, env=rank_env(1))
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr
     assert "--checkpoint-every" in result.stdout
+
+
+def test_check_args_gives_the_one_line_without_training(capsys):
+    from distrain.train.cli import check_args
+    assert check_args(["--model", "cnn", "--epochs", "2"]) == 0
+    assert check_args(["--epochs", "two"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("distrain.train: error: "), errors

@@ -88,6 +88,11 @@ class Ending:
     mpirun_first: tuple[str, ...] = ()
 
 
+#: How mpirun's messages begin a line about its own daemon (Open MPI 5's PRTE: "HNP daemon :
+#: [prterun-...] on node X", beside "Remote daemon: [...] on node Y", the lost one).
+LAUNCHER_DAEMON_LINES = ("HNP daemon",)
+
+
 def describe(job, ending: Ending) -> Outcome:
     """The outcome of a job that has ended.
 
@@ -153,9 +158,12 @@ def describe(job, ending: Ending) -> Outcome:
     vanished = [r for r in sorted(ending.started) if ranks[r].exit_code is None]
     if vanished:
         # Open MPI 5's mpirun may exit 0 after losing a daemon: name the ranks whose host its
-        # messages name ("Connection to X closed", "... on node X"), else every such rank.
+        # messages name ("Connection to X closed", "Remote daemon: ... on node X"), else
+        # every such rank. The lines naming mpirun's own daemon name no lost host.
         first_lines = ending.mpirun_first
-        words = {word.strip(".,:;()[]'\"") for line in first_lines for word in line.split()}
+        words = {word.strip(".,:;()[]'\"") for line in first_lines
+                 if not line.strip().startswith(LAUNCHER_DAEMON_LINES)
+                 for word in line.split()}
         named = [r for r in vanished if {ranks[r].host, planned(r)} & words] or vanished
         why = f" (mpirun: {first_lines[0].strip()})" if first_lines else ""
         summary = (f"rank{_s(named)} {_list(named)} on {hosts(named)} ended without an exit "

@@ -20,7 +20,7 @@ from distrain.environment import WorldError, detect_world
 from distrain.errors import UsageError
 from distrain.protocol import ExitCode
 
-__all__ = ["main"]
+__all__ = ["main", "check_args"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,5 +52,25 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, WorldError) as exc:
         if rank == 0:
             print(f"distrain.train: error: {exc}", file=sys.stderr, flush=True)
+        return ExitCode.USAGE
+    return ExitCode.OK
+
+
+def check_args(argv: list[str]) -> int:
+    """Checks training arguments without training, for a job script to run before it starts
+    any rank (``launch/slurm.sbatch``): bad input then costs one line, not one per rank.
+
+    Returns:
+        0 when ``argv`` parses; 2 after printing the error in one line on stderr.
+
+    Example:
+        >>> check_args(["--epochs", "2"])
+        0
+    """
+    from distrain.train.config import config_from_argv
+    try:
+        config_from_argv(argv)
+    except UsageError as exc:
+        print(f"distrain.train: error: {exc}", file=sys.stderr, flush=True)
         return ExitCode.USAGE
     return ExitCode.OK

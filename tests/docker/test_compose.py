@@ -9,7 +9,6 @@ worker cut off (``docker network disconnect``), and a killed worker started agai
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import threading
@@ -19,29 +18,12 @@ import pytest
 
 from distrain.train import checkpoint
 
-from docker_helpers import Project, compose_base, engine_problem, ROOT
+from docker_helpers import Project
 
 pytestmark = pytest.mark.docker
 
 TRAIN_LONG = ["python", "-m", "distrain.train", "--epochs", "1000", "--no-cost-model",
               "--checkpoint-dir", "/out/ck", "--checkpoint-every", "20"]
-
-
-@pytest.fixture(scope="session")
-def image():
-    """The image of this checkout, built (mostly from the layer cache) once a session."""
-    problem = engine_problem()
-    if problem:
-        if os.environ.get("DISTRAIN_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"DISTRAIN_REQUIRE_DOCKER=1 but {problem}")
-        pytest.skip(problem)
-    name = "distrain:test"
-    env = dict(os.environ, DISTRAIN_IMAGE=name)
-    done = subprocess.run(compose_base() + ["-f", os.path.join(ROOT, "docker", "compose.yaml"),
-                                            "build", "launcher"],
-                          env=env, capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return name
 
 
 @pytest.fixture
@@ -143,19 +125,9 @@ def _start_long_job(project, *flags):
     return reader
 
 
-def _ranks_left(project) -> list[str]:
-    """The training processes still alive in the project's worker containers."""
-    left = []
-    for name in project.containers("worker", running=True):
-        done = subprocess.run(["docker", "exec", name, "pgrep", "-af", "distrain.train"],
-                              capture_output=True, text=True, timeout=30)
-        left += [f"{name}: {line}" for line in done.stdout.splitlines()]
-    return left
-
-
 def _wait_no_ranks(project, within: float) -> list[str]:
     deadline = time.monotonic() + within
-    while (left := _ranks_left(project)) and time.monotonic() < deadline:
+    while (left := project.ranks_left("worker")) and time.monotonic() < deadline:
         time.sleep(0.5)
     return left
 
