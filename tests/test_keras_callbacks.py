@@ -286,6 +286,22 @@ def test_a_registered_optimizer_saves_under_its_registered_name(tmp_path):
     assert type(loaded.optimizer) in distributed_optimizer._CLASSES.values()
 
 
+def test_broadcast_callback_trains_a_model_built_by_its_first_batch():
+    """A Sequential given no input shape has no weights at train begin (Horovod's own
+    tensorflow2_keras_mnist.py builds its model so): the broadcast waits for the first
+    batch, and the rank's weights are the root's after it."""
+    model = keras.Sequential([keras.layers.Dense(4), keras.layers.Dense(2)])
+    model.compile(optimizer=hvd.DistributedOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+    assert not model.built
+    calls = []
+    callback = hvd.callbacks.BroadcastGlobalVariablesCallback(0)
+    original = callback._broadcast
+    callback._broadcast = lambda: calls.append(len(model.weights)) or original()
+    x, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[callback])
+    assert calls == [4]   # once, after the first batch, with both layers' kernels and biases
+
+
 def test_broadcast_callback_takes_one_variable_or_many_and_refuses_others():
     model = linear_model(keras.optimizers.SGD(0.01))
     kernel = model.weights[0]

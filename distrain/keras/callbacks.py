@@ -65,7 +65,11 @@ class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
         collectives.broadcast_variables(shared, root_rank=self.root_rank)
 
     def on_train_begin(self, logs=None):
-        self._broadcast()
+        # a model built on its first batch (a Sequential given no input shape) has no weights
+        # yet: the broadcast after the first batch is then the one that matters (Keras 2
+        # raises for the weights of an unbuilt model)
+        if self.model.built:
+            self._broadcast()
 
     def on_train_batch_end(self, batch, logs=None):
         if not self._after_first_batch:
