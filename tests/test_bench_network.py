@@ -42,7 +42,8 @@ def test_the_launcher_starts_through_this_interpreter_not_path(monkeypatch):
 
     monkeypatch.setattr(network.subprocess, "run", run)
     hosts = types.SimpleNamespace(addresses=["10.0.0.1", "10.0.0.2"], launch_args=lambda: [])
-    args = types.SimpleNamespace(model="mlp", steps=3, warmup=1, batch_size=8, timeout=60)
+    args = types.SimpleNamespace(model="mlp", steps=3, warmup=1, batch_size=8, timeout=60,
+                                 image_size=None)
     assert network._train(hosts, args, "none", False, 2, 1) == {"step_ms": 1}
     assert started[0][:3] == [sys.executable, "-m", "distrain.run"]
     assert started[0][started[0].index("--backward-passes") + 1] == "2"

@@ -69,7 +69,8 @@ def _train(hosts: NamespaceHosts, args, compression: str, overlap: bool, passes:
             "--start-timeout", "60", sys.executable, "-m", "distrain.bench", "train",
             "--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--batch-size", str(args.batch_size), "--compression", compression, "--json",
-            "--backward-passes", str(passes), *(["--overlap"] if overlap else [])]
+            "--backward-passes", str(passes), *(["--overlap"] if overlap else []),
+            *(["--image-size", str(args.image_size)] if args.image_size else [])]
     done = subprocess.run(argv, capture_output=True, text=True, env=rank_environment(threads),
                           timeout=args.timeout)
     if done.returncode != 0:
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", default="1gbit", help="each link's limit, e.g. 1gbit, 10gbit, "
                                                    "none (default 1gbit)")
     p.add_argument("--model", default="resnet")
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="images of N x N for the model (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=32, help="per rank (default 32)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (default 3)")
