@@ -20,7 +20,8 @@ from distrain import collective_timeline, process_sets, runtime
 
 __all__ = ["scalar_op", "rank_op", "size_op", "local_rank_op", "local_size_op", "process_set_included_op",
            "mpi_built", "mpi_enabled", "gloo_built", "gloo_enabled", "nccl_built",
-           "cuda_built", "rocm_built", "ddl_built", "ccl_built", "mpi_threads_supported",
+           "cuda_built", "rocm_built", "ddl_built", "ccl_built", "sycl_built",
+           "mpi_threads_supported",
            "is_homogeneous", "start_timeline", "stop_timeline", "check_num_rank_power_of_2"]
 
 
@@ -116,6 +117,12 @@ def ddl_built() -> bool:
 
 def ccl_built() -> bool:
     """False: no oneCCL."""
+    return False
+
+
+def sycl_built() -> bool:
+    """False: no SYCL (Intel GPU) collectives. Horovod's examples after 0.28.1 call it to
+    choose between 'XPU' and 'GPU' devices."""
     return False
 
 

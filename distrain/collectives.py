@@ -30,7 +30,7 @@ from distrain.basics import (ccl_built, check_num_rank_power_of_2, cuda_built, d
                              gloo_built, gloo_enabled, is_homogeneous, local_rank_op,
                              local_size_op, mpi_built, mpi_enabled, mpi_threads_supported,
                              nccl_built, process_set_included_op, rank_op, rocm_built,
-                             size_op, start_timeline, stop_timeline)
+                             size_op, start_timeline, stop_timeline, sycl_built)
 from distrain.broadcasting import (broadcast, broadcast_, broadcast_global_variables,
                                    broadcast_object, broadcast_object_fn, broadcast_variables)
 from distrain.engine.bucket_queue import close_process_queue
@@ -56,8 +56,8 @@ __all__ = [
     "ProcessSet", "global_process_set", "add_process_set", "remove_process_set",
     "rank_op", "size_op", "local_rank_op", "local_size_op", "process_set_included_op",
     "mpi_built", "mpi_enabled", "gloo_built", "gloo_enabled", "nccl_built", "cuda_built",
-    "rocm_built", "ddl_built", "ccl_built", "mpi_threads_supported", "is_homogeneous",
-    "start_timeline", "stop_timeline", "check_num_rank_power_of_2",
+    "rocm_built", "ddl_built", "ccl_built", "sycl_built", "mpi_threads_supported",
+    "is_homogeneous", "start_timeline", "stop_timeline", "check_num_rank_power_of_2",
     "backend_name", "fusion_threshold", "chunk_bytes", "message_allreduce",
     "allreduce_runner", "native_backend",
 ]

@@ -343,7 +343,7 @@ def test_the_keras_face_has_every_name_of_horovods():
     names = """init shutdown is_initialized start_timeline stop_timeline size local_size
     cross_size rank local_rank cross_rank mpi_threads_supported mpi_enabled mpi_built
     gloo_enabled gloo_built ProcessSet global_process_set add_process_set remove_process_set
-    nccl_built ddl_built ccl_built cuda_built rocm_built Average Sum Compression callbacks
+    nccl_built ddl_built ccl_built cuda_built rocm_built sycl_built Average Sum Compression callbacks
     elastic DistributedOptimizer broadcast_global_variables allreduce allgather broadcast
     reducescatter load_model""".split()
     assert [n for n in names if not hasattr(hvd, n)] == []

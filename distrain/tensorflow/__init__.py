@@ -25,6 +25,7 @@ from distrain.collectives import (ProcessSet, add_process_set, allgather, allgat
                                   grouped_reducescatter, init, is_homogeneous, is_initialized,
                                   local_rank, local_rank_op, local_size, local_size_op,
                                   mpi_built, mpi_enabled, mpi_threads_supported, nccl_built,
+                                  sycl_built,
                                   process_set_included_op, rank, rank_op, reducescatter,
                                   remove_process_set, rocm_built, shutdown, size, size_op,
                                   start_timeline, stop_timeline)
@@ -42,7 +43,7 @@ __all__ = [
     "global_process_set", "add_process_set", "remove_process_set", "rank_op", "size_op",
     "local_rank_op", "local_size_op", "process_set_included_op", "mpi_built", "mpi_enabled",
     "gloo_built", "gloo_enabled", "nccl_built", "cuda_built", "rocm_built", "ddl_built",
-    "ccl_built", "mpi_threads_supported", "is_homogeneous", "start_timeline",
+    "ccl_built", "sycl_built", "mpi_threads_supported", "is_homogeneous", "start_timeline",
     "stop_timeline", "check_num_rank_power_of_2", "Average", "Sum", "Min", "Max",
     "Product", "Adasum", "Compression", "DistributedGradientTape",
     "PartialDistributedGradientTape", "reduce_gradients",
