@@ -74,7 +74,10 @@ def _gradient_shapes(model: str | None, image_size: int) -> list[tuple[int, ...]
     if model is None:
         return resnet50_shapes()
     from distrain.train.models import build_model
-    built = build_model(model, (image_size, image_size, 3), 1000)
+    from distrain.train.transformer import TransformerShape
+    sample = (TransformerShape().sequence_length,) if model == "transformer" else \
+        (image_size, image_size, 3)   # the transformer at its default size
+    built = build_model(model, sample, 1000)
     return [tuple(int(d) for d in v.shape) for v in built.trainable_variables]
 
 
