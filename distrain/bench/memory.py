@@ -22,6 +22,7 @@ import resource
 import subprocess
 import sys
 
+from distrain import environment as env
 from distrain.cores import threads_per_rank
 from distrain.run.command import launcher_argv
 
@@ -88,10 +89,10 @@ def _child(args, role: str, ranks: int) -> dict:
     if role == "distrain":
         argv = [*launcher_argv(), "-np", str(ranks), *argv]
     threads = str(threads_per_rank(ranks))
-    env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
-           "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    settings = {env.OMP_NUM_THREADS: threads, env.TF_NUM_INTRAOP_THREADS: threads,
+                env.TF_NUM_INTEROP_THREADS: "1", env.TF_CPP_MIN_LOG_LEVEL: "3"}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout,
-                          env=dict(os.environ, **env))
+                          env=dict(os.environ, **settings))
     if done.returncode != 0:
         raise RuntimeError(f"the {role} run failed (exit {done.returncode}):\n"
                            f"{done.stderr[-2000:]}")
