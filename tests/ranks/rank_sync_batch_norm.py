@@ -112,6 +112,24 @@ def test_a_mask_weighs_the_rows_of_every_rank():
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_mean_far_above_the_spread_keeps_the_variance(mode):
+    """Channels at 100 +- 0.1: float32 E[x^2] - E[x]^2 would lose much of the variance (its
+    rounding error is near 100^2 * 6e-8 = 6e-4, against a variance of 1e-2);
+    BatchNormalization's two-pass variance keeps it, and so must the global statistics.
+    Both round x - mean at 100 to float32 (8e-6, 8e-5 of the spread): hence atol 2e-3,
+    against errors near 3e-2 with float32 statistics."""
+    rows = LAYOUTS["uneven"]
+    shape = (4, 4, 3)
+    everyone = np.random.default_rng(11).normal(100.0, 0.1, (sum(rows), *shape)).astype(
+        np.float32)
+    sync, reference = layer_pair(shape)
+    out = compiled(lambda v: sync(v, training=True), mode)(tf.constant(mine(everyone, rows)))
+    want = reference(everyone, training=True)
+    np.testing.assert_allclose(out, mine(np.asarray(want), rows), rtol=2e-4, atol=2e-3)
+    assert_same_weights(sync, reference)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("layout", ["even", "uneven"])
 def test_gradients_are_those_of_one_process_on_the_global_batch(layout, mode):
     """Each rank's loss is its share of the global mean, so the ranks' average is the
