@@ -118,7 +118,6 @@ SLURM_NODEID = "SLURM_NODEID"
 SLURM_NNODES = "SLURM_NNODES"
 SLURM_TASKS_PER_NODE = "SLURM_TASKS_PER_NODE"
 SLURM_NTASKS_PER_NODE = "SLURM_NTASKS_PER_NODE"   # sbatch --ntasks-per-node, where given
-SLURM_JOB_ID = "SLURM_JOB_ID"
 SLURM_JOB_NODELIST = "SLURM_JOB_NODELIST"         # the job's nodes, compressed (node_[1-2])
 SLURMD_NODENAME = "SLURMD_NODENAME"               # the Slurm node a job's process runs on
 
