@@ -24,11 +24,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 from typing import Mapping
 
 __all__ = [
     "World", "WorldError", "detect_world", "setting", "int_setting", "float_setting",
-    "flag_setting", "tasks_per_node", "started_by_horovodrun",
+    "flag_setting", "tasks_per_node", "started_by_horovodrun", "node_name",
 ]
 
 # --- distrain's own settings -------------------------------------------------------------
@@ -116,6 +117,9 @@ SLURM_LOCALID = "SLURM_LOCALID"
 SLURM_NODEID = "SLURM_NODEID"
 SLURM_NNODES = "SLURM_NNODES"
 SLURM_TASKS_PER_NODE = "SLURM_TASKS_PER_NODE"
+SLURM_NTASKS_PER_NODE = "SLURM_NTASKS_PER_NODE"   # sbatch --ntasks-per-node, where given
+SLURM_JOB_NODELIST = "SLURM_JOB_NODELIST"         # the job's nodes, compressed (node_[1-2])
+SLURMD_NODENAME = "SLURMD_NODENAME"               # the Slurm node a job's process runs on
 
 # --- threading and TensorFlow ---------------------------------------------------------------
 OMP_NUM_THREADS = "OMP_NUM_THREADS"
@@ -296,6 +300,13 @@ def detect_world(env: Mapping[str, str] | None = None) -> World:
     return World()
 
 
+def node_name(env: Mapping[str, str] | None = None) -> str:
+    """The name of the node this process runs on: Slurm's (``SLURMD_NODENAME``) under Slurm,
+    which may differ from the host name (a container's is its id), else the host name."""
+    env = os.environ if env is None else env
+    return env.get(SLURMD_NODENAME) or socket.gethostname()
+
+
 def setting(name: str, default: str | None = None, env: Mapping[str, str] | None = None):
     """Returns a ``DISTRAIN_*`` (or other) setting's raw value, or ``default``."""
     env = os.environ if env is None else env
@@ -373,4 +384,4 @@ MPIRUN = "DISTRAIN_MPIRUN"                        # the mpirun/mpiexec distrain-
 HOST_DISCOVERY_SCRIPT = "DISTRAIN_HOST_DISCOVERY_SCRIPT"  # --host-discovery-script's default
 NOT_FORWARDED_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "OPAL_", "HYDRA_", "PMI_", "MPI_LOCAL",
                           "BASH_FUNC_")
-NOT_FORWARDED = ("_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME")
+NOT_FORWARDED = ("_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", SLURMD_NODENAME)

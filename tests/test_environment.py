@@ -63,6 +63,12 @@ def test_slurm_tasks_per_node_format():
         tasks_per_node("2", 1)
 
 
+def test_node_name_is_slurms_under_slurm_else_the_host_name():
+    import socket
+    assert env.node_name({"SLURMD_NODENAME": "node_2"}) == "node_2"
+    assert env.node_name({}) == socket.gethostname()
+
+
 def test_settings_parse_and_reject():
     assert env.int_setting(env.FUSION_THRESHOLD, 7, {}) == 7
     assert env.int_setting(env.FUSION_THRESHOLD, 7, {env.FUSION_THRESHOLD: "1e6"}) == 1000000

@@ -95,7 +95,7 @@ def test_forwarded_names_leave_out_launcher_and_shell_variables():
     environ = {"PATH": "/bin", "HOME": "/root", "DISTRAIN_BACKEND": "mpi",
                "OMPI_COMM_WORLD_RANK": "0", "PMIX_RANK": "0", "PRTE_X": "1", "PMI_RANK": "1",
                "BASH_FUNC_f%%": "() {}", "PWD": "/w", "SHLVL": "2", "_": "/bin/x",
-               "bad name": "1", "OMPI_MCA_btl": "tcp"}
+               "bad name": "1", "OMPI_MCA_btl": "tcp", "SLURMD_NODENAME": "node_1"}
     assert forwarded_names(environ) == ["DISTRAIN_BACKEND", "HOME", "PATH"]
     assert forwarded_names(environ, forced=["PWD"]) == ["DISTRAIN_BACKEND", "HOME", "PATH",
                                                         "PWD"]

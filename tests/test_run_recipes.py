@@ -31,7 +31,8 @@ def test_scripts_parse_and_are_executable(script):
 
 @pytest.fixture
 def fake_bin(tmp_path):
-    """A PATH whose distrain-run, srun and scontrol record how they were called."""
+    """A PATH whose distrain-run and srun record how they were called, and whose scontrol
+    lists two nodes."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "record"
@@ -39,11 +40,7 @@ def fake_bin(tmp_path):
         (bin_dir / name).write_text(
             "#!/usr/bin/env bash\n"
             f"printf '%s\\0' \"$0\" \"$@\" > {record}\n"
-            f"env -0 > {tmp_path}/environ\n"
-            "for ((i = 1; i <= $#; i++)); do\n"
-            "  if [ \"${!i}\" = --hostfile ]; then j=$((i + 1)); "
-            f"cp \"${{!j}}\" {tmp_path}/hostfile; fi\n"
-            "done\n")
+            f"env -0 > {tmp_path}/environ\n")
     (bin_dir / "scontrol").write_text("#!/bin/sh\necho node7\necho node8\n")
     for script in bin_dir.iterdir():
         script.chmod(0o755)
@@ -76,19 +73,17 @@ def test_local_sh_builds_a_valid_distrain_run_command(fake_bin):
 def test_slurm_sbatch_srun_mode_uses_pmix_and_kills_on_a_bad_exit(fake_bin):
     name, argv = fake_bin("slurm.sbatch", "--epochs", "2", SLURM_CPUS_PER_TASK="4")
     assert name == "srun"
-    assert argv[:2] == ["--mpi=pmix", "--kill-on-bad-exit=1"]
-    assert argv[2:5] == ["python", "-m", "distrain.train"] and argv[-2:] == ["--epochs", "2"]
+    assert argv[:3] == ["--mpi=pmix", "--kill-on-bad-exit=1", "--distribution=block"]
+    assert argv[3:6] == ["python", "-m", "distrain.train"] and argv[-2:] == ["--epochs", "2"]
 
 
 def test_slurm_sbatch_mpirun_mode_runs_distrain_run_on_the_allocation(fake_bin):
     name, argv = fake_bin("slurm.sbatch", "--epochs", "2", MODE="mpirun", SLURM_NTASKS="4",
                           SLURM_NTASKS_PER_NODE="2", SLURM_JOB_NODELIST="node[7-8]")
     assert name == "distrain-run"
-    hosts = read_hostfile(str(fake_bin.tmp_path / "hostfile"))
-    assert [(h.name, h.slots) for h in hosts] == [("node7", 2), ("node8", 2)]
-    argv[argv.index("--hostfile") + 1] = str(fake_bin.tmp_path / "hostfile")  # a copy
     config = _config(argv)
-    assert config.np == 4 and config.max_restarts == 2
+    assert [(h.name, h.slots) for h in config.hosts] == [("node7", 2), ("node8", 2)]
+    assert config.np == 4 and config.max_restarts == 2 and not config.elastic
     assert config.command[:3] == ("python", "-m", "distrain.train")
 
 
@@ -99,7 +94,6 @@ def test_slurm_sbatch_pins_mpis_tcp_traffic_and_resumes_a_requeued_job(fake_bin,
                           SLURM_RESTART_COUNT="1", DISTRAIN_NETWORK_INTERFACES="10.1.0.0/16")
     assert argv[-3:] == ["--epochs", "2", "--resume"]
     if mode == "mpirun":
-        argv[argv.index("--hostfile") + 1] = str(fake_bin.tmp_path / "hostfile")  # a copy
         assert _config(argv).network_interfaces == ("10.1.0.0/16",)
     else:
         assert "OMPI_MCA_btl_tcp_if_include=10.1.0.0/16" in (

@@ -322,12 +322,11 @@ class _Run:
     def report(self, final: bool) -> None:
         """Gathers every rank's timing on rank 0, prints it, and writes the files asked for;
         a final report whose allreduce disagrees with the calibration marks the cache stale."""
-        import socket
         from distrain.timing.report import format_report, gather_report, write_json
         from distrain.timing.trust import calibration_disagreement
         config, printer = self.config, self.printer
         trace = final and config.timeline is not None
-        report = gather_report(self.timer, self.rank, socket.gethostname(),
+        report = gather_report(self.timer, self.rank, env.node_name(),
                                config.timing_warmup, self.per_step, self.prediction,
                                trace_steps=None if trace else 0)
         if report is None:

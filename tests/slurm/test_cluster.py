@@ -3,12 +3,14 @@
 One cluster a session: a controller and 3 nodes, from the image of this checkout (distrain's
 image, built once a session, plus Slurm). Jobs are submitted as the user distrain from
 /shared, as docs/slurm.md says. Cases: both recipe modes as written, salloc with distrain-run,
-bad input, scancel, a requeue resuming from the checkpoint, and a node killed mid-job. Where
+bad input, scancel, a requeue resuming from the checkpoint, and a node killed mid-job (in each
+mode). Where
 no Docker engine answers these tests are skipped, saying why; with
 ``DISTRAIN_REQUIRE_DOCKER=1`` (as .ci/run sets) that is a failure instead.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -34,6 +36,14 @@ def slurm_image(image):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return name
+
+
+def report_hosts(out: str) -> dict[int, str]:
+    """Each rank's host in the last timing report's per-rank table (tags removed)."""
+    lines = [re.sub(r"^\[\d+\]<std\w+>: ", "", line) for line in out.splitlines()]
+    table = "\n".join(lines).split("per rank (median ms per step)")[-1]
+    return {int(rank): host for rank, host in re.findall(r"^  (\d+)\s+(\S+)\s+[\d.]", table,
+                                                         re.M)}
 
 
 class Cluster(Project):
@@ -154,7 +164,12 @@ def test_srun_mode_trains_as_written(cluster):
     rows = cluster.accounting(job)
     state, code, nodes = rows[job]
     assert (state, code) == ("COMPLETED", "0:0"), rows
-    assert len(cluster.job_nodes(job)[0]) == 2
+    names, batch = cluster.job_nodes(job)
+    assert len(names) == 2
+    # the report names each rank's node by its Slurm name; ranks 0-1 on the batch host (the
+    # job's first node), 2-3 on the other
+    other = next(name for name in names if name != batch)
+    assert report_hosts(out) == {0: batch, 1: batch, 2: other, 3: other}, out[-3000:]
     print(f"job {job} on {nodes}")
 
 
@@ -167,6 +182,7 @@ def test_mpirun_mode_runs_distrain_run_on_the_allocation(cluster):
     out = cluster.output(job)
     assert "[0]<stdout>: distrain: 4 rank(s), backend mpi" in out, out[-3000:]
     assert "[0]<stdout>: epoch 1: loss" in out
+    assert sorted(set(report_hosts(out).values())) == sorted(cluster.job_nodes(job)[0]), out
     state, code, nodes = cluster.accounting(job)[job]
     assert (state, code) == ("COMPLETED", "0:0")
     print(f"job {job} on {nodes}")
@@ -232,25 +248,36 @@ def test_a_requeued_job_resumes_from_the_checkpoint(cluster):
     cluster.wait_gone(job, within=30, allow=("COMPLETING", "PENDING"))
 
 
-def _kill_a_node_mid_job(cluster, mode: str):
-    job = cluster.submit("--no-requeue", "launch/slurm.sbatch", *LONG, MODE=mode,
-                         MAX_RESTARTS="0", CHECKPOINT_DIR=f"/shared/kill-{mode}")
-    cluster.wait_for(job, "checkpoint saved at step 20", within=150)
+@contextlib.contextmanager
+def _node_killed(cluster, job: str):
+    """``docker kill`` of a node of the running job other than its batch host: yields the
+    node, the batch host and when it was killed; afterwards the job is cancelled, the node
+    started again and every node idle."""
     nodes, batch = cluster.job_nodes(job)
     victim = next(node for node in nodes if node != batch)
     began = time.monotonic()
     subprocess.run(["docker", "kill", victim], check=True, capture_output=True, timeout=30)
     try:
-        took = cluster.wait_gone(job, within=10)
-        print(f"{mode}: job {job} ended {took:.1f} s after docker kill {victim}")
-        time.sleep(2)                                  # its last lines and sacct's record
-        return job, victim, cluster.output(job), cluster.accounting(job)
+        yield victim, batch, began
     finally:
+        cluster.run("scancel", job)
         subprocess.run(["docker", "start", victim], check=True, capture_output=True,
                        timeout=60)
         cluster.wait_gone(job, within=60, allow=("COMPLETING",))
         cluster.wait_idle(cluster.nodes, within=120)
         assert time.monotonic() - began < 200
+
+
+def _kill_a_node_mid_job(cluster, mode: str):
+    job = cluster.submit("--no-requeue", "launch/slurm.sbatch", *LONG, MODE=mode,
+                         MAX_RESTARTS="0", CHECKPOINT_DIR=f"/shared/kill-{mode}")
+    cluster.wait_for(job, "checkpoint saved at step 20", within=150)
+    with _node_killed(cluster, job) as (victim, _, began):
+        cluster.wait_gone(job, within=10)
+        print(f"{mode}: job {job} ended {time.monotonic() - began:.1f} s after docker kill "
+              f"{victim}")
+        time.sleep(2)                                  # its last lines and sacct's record
+        return job, victim, cluster.output(job), cluster.accounting(job)
 
 
 @pytest.mark.timeout(400)
@@ -263,7 +290,11 @@ def test_a_node_killed_mid_job_ends_it_naming_the_ranks_and_the_node(cluster):
 
 
 @pytest.mark.timeout(400)
-def test_a_node_killed_mid_srun_job_ends_it(cluster):
+def test_a_node_killed_mid_srun_job_ends_it_naming_the_ranks_and_the_node(cluster):
     job, victim, out, rows = _kill_a_node_mid_job(cluster, "srun")
     assert "srun: error:" in out, out[-3000:]
+    last = [line for line in out.splitlines() if line.startswith("distrain")][-1]
+    assert re.match(rf"distrain: ranks 2, 3 on node {victim} were lost: its slurmd "
+                    rf"\([\d.]+:6818\) does not answer \(srun ended with exit code \d+\)$",
+                    last), out[-3000:]
     assert rows[job][0] == "FAILED", rows
