@@ -60,7 +60,7 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list, objec
     from distrain.timing.trust import disturbances
     from distrain.train.config import TrainConfig
     from distrain.train.runner import run
-    config = TrainConfig(model=model, batch_size=args.batch_size,
+    config = TrainConfig(model=model, batch_size=args.batch_size, image_size=args.image_size,
                          steps_per_epoch=args.warmup + args.steps,
                          synthetic_samples=max(4096, (args.warmup + args.steps)
                                                * args.batch_size * 16),
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="mlp,cnn,resnet")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="images of N x N for the image models (default: each model's own)")
     p.add_argument("--steps", type=int, default=150, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3, help="runs per model")
