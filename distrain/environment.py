@@ -120,6 +120,8 @@ SLURM_TASKS_PER_NODE = "SLURM_TASKS_PER_NODE"
 SLURM_NTASKS_PER_NODE = "SLURM_NTASKS_PER_NODE"   # sbatch --ntasks-per-node, where given
 SLURM_JOB_NODELIST = "SLURM_JOB_NODELIST"         # the job's nodes, compressed (node_[1-2])
 SLURMD_NODENAME = "SLURMD_NODENAME"               # the Slurm node a job's process runs on
+SLURM_JOB_ID = "SLURM_JOB_ID"                     # set inside a job (batch script, salloc)
+SLURM_OVERLAP = "SLURM_OVERLAP"                   # srun --overlap, read by srun from its env
 
 # --- threading and TensorFlow ---------------------------------------------------------------
 OMP_NUM_THREADS = "OMP_NUM_THREADS"

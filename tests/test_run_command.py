@@ -133,6 +133,14 @@ def test_job_env_restart_count_only_on_relaunch():
     assert job_env({}, config, restart=2)[env.RESTART_COUNT] == "2"
 
 
+def test_job_env_lets_the_daemons_step_overlap_inside_a_slurm_job_only():
+    config = LaunchConfig(["p"], np=2)
+    assert job_env({env.SLURM_JOB_ID: "7"}, config)[env.SLURM_OVERLAP] == "1"
+    assert job_env({env.SLURM_JOB_ID: "7", env.SLURM_OVERLAP: "0"}, config)[
+        env.SLURM_OVERLAP] == "0"                                       # the user's choice
+    assert env.SLURM_OVERLAP not in job_env({}, config)
+
+
 def test_thread_defaults_share_the_cores_between_the_host_ranks():
     names = (env.OMP_NUM_THREADS, env.TF_NUM_INTRAOP_THREADS)
     assert thread_defaults({}, names, local_size=2, cores=8) == {

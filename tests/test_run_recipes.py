@@ -77,14 +77,29 @@ def test_slurm_sbatch_srun_mode_uses_pmix_and_kills_on_a_bad_exit(fake_bin):
     assert argv[3:6] == ["python", "-m", "distrain.train"] and argv[-2:] == ["--epochs", "2"]
 
 
-def test_slurm_sbatch_mpirun_mode_runs_distrain_run_on_the_allocation(fake_bin):
+def test_slurm_sbatch_mpirun_mode_is_elastic_on_the_nodes_the_job_holds(fake_bin):
     name, argv = fake_bin("slurm.sbatch", "--epochs", "2", MODE="mpirun", SLURM_NTASKS="4",
                           SLURM_NTASKS_PER_NODE="2", SLURM_JOB_NODELIST="node[7-8]")
     assert name == "distrain-run"
     config = _config(argv)
-    assert [(h.name, h.slots) for h in config.hosts] == [("node7", 2), ("node8", 2)]
-    assert config.np == 4 and config.max_restarts == 2 and not config.elastic
+    assert (config.np, config.min_np, config.max_np, config.reset_limit) == (4, 1, 4, 2)
+    assert config.host_discovery_script == "python -m distrain.run.slurm_nodes hosts --live"
+    assert config.max_restarts == 0 and config.hosts == ()
     assert config.command[:3] == ("python", "-m", "distrain.train")
+
+
+def test_slurm_sbatch_mpirun_mode_without_restarts_runs_on_the_allocation(fake_bin):
+    name, argv = fake_bin("slurm.sbatch", "--epochs", "2", MODE="mpirun", SLURM_NTASKS="4",
+                          SLURM_NTASKS_PER_NODE="2", SLURM_JOB_NODELIST="node[7-8]",
+                          MAX_RESTARTS="0", MIN_NP="2")
+    config = _config(argv)
+    assert [(h.name, h.slots) for h in config.hosts] == [("node7", 2), ("node8", 2)]
+    assert config.np == 4 and config.max_restarts == 0 and not config.elastic
+
+
+def test_slurm_sbatch_keeps_the_job_when_a_node_fails():
+    text = open(os.path.join(LAUNCH, "slurm.sbatch")).read()
+    assert "\n#SBATCH --no-kill\n" in text
 
 
 @pytest.mark.parametrize("mode", ["srun", "mpirun"])

@@ -36,6 +36,29 @@ def test_hosts_prints_discovery_lines(slurm, capsys):
     assert capsys.readouterr().out == "n3:2\nn1:2\nn2:1\n"
 
 
+def test_live_hosts_are_those_the_job_holds_now_whose_slurmd_answers(slurm, monkeypatch,
+                                                                      capsys):
+    shown = {"1": "JobId=1 ReqNodeList=(null) ExcNodeList=(null) NodeList=n[1-2] BatchHost=n3",
+             "2": "JobId=2 NodeList=n[1-3] BatchHost=n3"}
+    real = slurm_nodes._slurm
+
+    def fake(*argv):
+        if argv[:3] == ("scontrol", "-o", "show") and argv[3] == "job":
+            return shown[argv[4]]
+        if argv == ("scontrol", "show", "hostnames", "n[1-2]"):
+            return "n1\nn2\n"
+        if argv[:4] == ("sinfo", "-h", "-N", "-n"):
+            return "n1 10.0.0.1\nn2 10.0.0.2\nn3 10.0.0.3\n"
+        return real(*argv)
+
+    monkeypatch.setattr(slurm_nodes, "_slurm", fake)
+    monkeypatch.setattr(slurm_nodes, "answers", lambda address, port: address != "10.0.0.2")
+    # n3 no longer held (Slurm dropped it), n2's slurmd silent: n1 left
+    assert slurm_nodes.main(["hosts", "--live"], dict(JOB, SLURM_JOB_ID="1")) == 0
+    assert capsys.readouterr().out == "n1:2\n"
+    assert slurm_nodes.live_hosts(dict(JOB, SLURM_JOB_ID="2")) == [Host("n3", 2), Host("n1", 2)]
+
+
 def test_block_ranks_fill_the_nodes_in_order():
     assert slurm_nodes.block_ranks(["c", "a", "b"], "2(x2),1") == {
         "c": [0, 1], "a": [2, 3], "b": [4]}

@@ -37,6 +37,9 @@ Environment every rank gets:
       ``--stall-warning-seconds`` / ``--stall-shutdown-seconds`` are given;
     - ``DISTRAIN_RESTART_COUNT=k`` on the k-th relaunch only (programs treat it as
       ``--resume``).
+    - inside a Slurm job (``SLURM_JOB_ID`` set), ``SLURM_OVERLAP=1`` unless set, for the
+      ``srun`` that starts mpirun's daemons: a relaunch after a lost node may then start
+      while the step of the launch that lost it is still open (see docs/slurm.md).
 
 Output: every line is tagged with its rank, ``[1]<stdout>: ...``; rank 0's progress bar
 (text ended by ``\\r``) is redrawn in place on one line; other ranks show only final lines.

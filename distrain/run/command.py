@@ -72,8 +72,14 @@ def job_env(environ: dict, config: LaunchConfig, restart: int = 0,
 
     Returns:
         ``environ`` plus ``DISTRAIN_LAUNCHER``, the ``-x`` values, the stall settings given as
-        flags, ``GLIBC_TUNABLES`` from :func:`with_huge_pages`, on a relaunch ``DISTRAIN_RESTART_COUNT=k`` (removed on the first run), and for
-        an elastic job ``DISTRAIN_ELASTIC=1`` (removed otherwise).
+        flags, ``GLIBC_TUNABLES`` from :func:`with_huge_pages`, on a relaunch
+        ``DISTRAIN_RESTART_COUNT=k`` (removed on the first run), for an elastic job
+        ``DISTRAIN_ELASTIC=1`` (removed otherwise), and inside a Slurm job
+        ``SLURM_OVERLAP=1`` unless set: mpirun starts its daemons as a Slurm step (``srun``),
+        and the step of a launch that lost a node stays open in slurmctld (on the dead node)
+        after mpirun ended, holding the job's CPUs on the nodes left; without ``--overlap``
+        Slurm refuses the relaunch's step there ("Requested nodes are busy") until the job
+        ends.
     """
     child = dict(environ)
     child.update({name: value for name, value in config.env if value is not None})
@@ -91,6 +97,8 @@ def job_env(environ: dict, config: LaunchConfig, restart: int = 0,
     else:
         child.pop(env.ELASTIC, None)
     child[env.GLIBC_TUNABLES] = with_huge_pages(environ.get(env.GLIBC_TUNABLES))
+    if environ.get(env.SLURM_JOB_ID):
+        child.setdefault(env.SLURM_OVERLAP, "1")
     return child
 
 

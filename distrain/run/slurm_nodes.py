@@ -12,13 +12,19 @@ ranks 0-1 of ``node_[1,3]``).
 
 Usage::
 
-    python -m distrain.run.slurm_nodes hosts
+    python -m distrain.run.slurm_nodes hosts [--live]
     python -m distrain.run.slurm_nodes lost CODE
 
 ``hosts``
     One ``node:slots`` line a node of the job, in the job's node order, slots = the tasks
     Slurm gave that node: ``distrain-run -H`` (joined with commas), or a
     ``--host-discovery-script``.
+``hosts --live``
+    The same, for the nodes the job holds now and whose slurmd answers: a node that went
+    away is left out at once (its slurmd does not answer), and stays out after it comes back
+    (a job started with ``--no-kill`` loses the node when Slurm marks it down, and the job's
+    node list in ``scontrol -o show job`` no longer names it). distrain-run's
+    ``--host-discovery-script`` for an elastic job in an allocation.
 ``lost CODE``
     After ``srun --distribution=block`` of distrain's ranks ended with exit code ``CODE``:
     asks every node of the job whether its slurmd answers (a TCP connection to its address
@@ -37,6 +43,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -46,8 +53,8 @@ from distrain import environment as env
 from distrain.errors import UsageError
 from distrain.run.hosts import Host
 
-__all__ = ["main", "table_order", "job_nodes", "job_hosts", "block_ranks", "answers",
-           "lost_line",
+__all__ = ["main", "table_order", "job_nodes", "job_hosts", "live_hosts", "block_ranks",
+           "answers", "lost_line",
            "CONNECT_TIMEOUT", "SLURMD_PORT"]
 
 CONNECT_TIMEOUT = 2.0
@@ -109,6 +116,23 @@ def job_hosts(environ: Mapping[str, str]) -> list[Host]:
     nodes = job_nodes(environ)
     spec = _tasks_per_node(environ, nodes)
     return [Host(node, env.tasks_per_node(spec, index)) for index, node in enumerate(nodes)]
+
+
+def _held_now(environ: Mapping[str, str]) -> set[str]:
+    """The nodes the job holds now (``NodeList`` of ``scontrol -o show job``)."""
+    job = environ.get(env.SLURM_JOB_ID)
+    if not job:
+        raise UsageError(f"{env.SLURM_JOB_ID} is not set: run inside a Slurm job")
+    found = re.search(r"(?:^|\s)NodeList=(\S+)", _slurm("scontrol", "-o", "show", "job", job))
+    return set(hostnames(found[1])) if found and found[1] != "(null)" else set()
+
+
+def live_hosts(environ: Mapping[str, str]) -> list[Host]:
+    """The job's hosts (:func:`job_hosts`) that it holds now and whose slurmd answers."""
+    held = _held_now(environ)
+    hosts = [host for host in job_hosts(environ) if host.name in held]
+    silent = _silent([host.name for host in hosts])
+    return [host for host in hosts if host.name not in silent]
 
 
 def block_ranks(nodes: list[str], tasks_per_node: str) -> dict[str, list[int]]:
@@ -177,15 +201,21 @@ def lost_line(placed: Mapping[str, list[int]], silent: Mapping[str, str], code: 
             f"{'does' if one else 'do'} not answer (srun ended with exit code {code})")
 
 
-def _lost(environ: Mapping[str, str], code: int) -> str:
-    nodes = job_nodes(environ)
-    placed = block_ranks(nodes, _tasks_per_node(environ, nodes))
+def _silent(nodes: list[str]) -> dict[str, str]:
+    """``address:port`` of each of ``nodes`` whose slurmd does not answer (asked at once)."""
+    if not nodes:
+        return {}
     addresses, port = _addresses(nodes), slurmd_port()
     where = {node: addresses.get(node, node) for node in nodes}
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(nodes)) as pool:
         alive = dict(zip(nodes, pool.map(lambda node: answers(where[node], port), nodes)))
-    silent = {node: f"{where[node]}:{port}" for node in nodes if not alive[node]}
-    return lost_line(placed, silent, code)
+    return {node: f"{where[node]}:{port}" for node in nodes if not alive[node]}
+
+
+def _lost(environ: Mapping[str, str], code: int) -> str:
+    nodes = job_nodes(environ)
+    placed = block_ranks(nodes, _tasks_per_node(environ, nodes))
+    return lost_line(placed, _silent(nodes), code)
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -198,13 +228,15 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     parser = argparse.ArgumentParser(prog="python -m distrain.run.slurm_nodes",
                                      description="A Slurm job's nodes, for launch/slurm.sbatch.")
     sub = parser.add_subparsers(dest="what", required=True)
-    sub.add_parser("hosts", help="node:slots of every node of the job")
+    hosts = sub.add_parser("hosts", help="node:slots of every node of the job")
+    hosts.add_argument("--live", action="store_true",
+                       help="only the nodes the job holds now whose slurmd answers")
     lost = sub.add_parser("lost", help="name the ranks on nodes whose slurmd does not answer")
     lost.add_argument("code", type=int, help="srun's exit code")
     args = parser.parse_args(argv)
     try:
         if args.what == "hosts":
-            for host in job_hosts(environ):
+            for host in (live_hosts if args.live else job_hosts)(environ):
                 print(f"{host.name}:{host.slots}")
         else:
             line = _lost(environ, args.code)

@@ -3,9 +3,9 @@
 One cluster a session: a controller and 3 nodes, from the image of this checkout (distrain's
 image, built once a session, plus Slurm). Jobs are submitted as the user distrain from
 /shared, as docs/slurm.md says. Cases: both recipe modes as written, salloc with distrain-run,
-bad input, scancel, a requeue resuming from the checkpoint, and a node killed mid-job (in each
-mode). Where
-no Docker engine answers these tests are skipped, saying why; with
+bad input, scancel, a requeue resuming from the checkpoint, a node killed mid-job (in each
+mode), and in mpirun mode with restarts left the job resuming on the nodes left. Where no
+Docker engine answers these tests are skipped, saying why; with
 ``DISTRAIN_REQUIRE_DOCKER=1`` (as .ci/run sets) that is a failure instead.
 """
 from __future__ import annotations
@@ -298,3 +298,31 @@ def test_a_node_killed_mid_srun_job_ends_it_naming_the_ranks_and_the_node(cluste
                     rf"\([\d.]+:6818\) does not answer \(srun ended with exit code \d+\)$",
                     last), out[-3000:]
     assert rows[job][0] == "FAILED", rows
+
+
+@pytest.mark.timeout(400)
+def test_a_node_killed_mid_mpirun_job_resumes_on_the_nodes_left_and_completes(cluster):
+    job = cluster.submit("--no-requeue", "launch/slurm.sbatch", "--model", "cnn", "--epochs",
+                         "100", "--no-cost-model", "--checkpoint-every", "20", MODE="mpirun",
+                         CHECKPOINT_DIR="/shared/resume-mpirun")
+    cluster.wait_for(job, "checkpoint saved at step 20", within=150)
+    with _node_killed(cluster, job) as (victim, batch, began):
+        cluster.wait_for(job, "resumed from step", within=60)
+        resumed_after = time.monotonic() - began
+        cluster.wait_gone(job, within=240)
+        ended_after = time.monotonic() - began
+        time.sleep(2)                                  # its last lines and sacct's record
+        out, rows = cluster.output(job), cluster.accounting(job)
+    relaunch = (f"distrain-run: elastic: 4 -> 2 ranks on {batch}:2 ({victim} failed), from "
+                f"the last checkpoint (launch 2)")
+    assert relaunch in out, out[-3000:]
+    after = out.split(relaunch, 1)[1]
+    resumed = int(after.split("resumed from step ", 1)[1].split(",")[0])
+    assert resumed >= 20 and resumed % 20 == 0, out[-3000:]
+    assert "saved at 4 rank(s), now 2" in after and "epoch 100: loss" in after, out[-3000:]
+    assert report_hosts(out) == {0: batch, 1: batch}, out[-3000:]
+    # Slurm dropped the dead node from the job (--no-kill): sacct's last record of the job
+    # is on the batch host alone (an earlier one, RESIZING, holds the job's first nodes)
+    assert rows[job] == ("COMPLETED", "0:0", batch), rows
+    print(f"job {job}: resumed from step {resumed} {resumed_after:.1f} s after docker kill "
+          f"{victim}, ended COMPLETED on {batch} {ended_after:.1f} s after it")
