@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
     flat_in = np.ones(nbytes // 4, np.float32)
     flat_out = np.empty_like(flat_in)
-    chunk = max(1, collectives.chunk_bytes() // 4)
+    # 0: distrain sends every bucket whole, and so does this reference
+    chunk = max(1, collectives.chunk_bytes() // 4) if collectives.chunk_bytes() > 0 else \
+        flat_in.size
 
     def raw_chunked():
         for start in range(0, flat_in.size, chunk):
