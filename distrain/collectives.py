@@ -43,7 +43,7 @@ from distrain.reducing import (allreduce, grouped_allreduce, grouped_reducescatt
 from distrain.runtime import (NotInitializedError, allreduce_runner, backend_name, chunk_bytes,
                               cross_rank, cross_size, fusion_threshold, is_initialized,
                               local_rank, local_size, message_allreduce, native_backend, rank,
-                              size)
+                              set_fusion, size)
 from distrain.sync_points import barrier, join
 
 __all__ = [
@@ -58,7 +58,7 @@ __all__ = [
     "mpi_built", "mpi_enabled", "gloo_built", "gloo_enabled", "nccl_built", "cuda_built",
     "rocm_built", "ddl_built", "ccl_built", "sycl_built", "mpi_threads_supported",
     "is_homogeneous", "start_timeline", "stop_timeline", "check_num_rank_power_of_2",
-    "backend_name", "fusion_threshold", "chunk_bytes", "message_allreduce",
+    "backend_name", "fusion_threshold", "chunk_bytes", "set_fusion", "message_allreduce",
     "allreduce_runner", "native_backend",
 ]
 

@@ -139,6 +139,17 @@ def chunk_bytes() -> int:
     return backend().chunk_bytes
 
 
+def set_fusion(threshold: int, chunk_bytes: int) -> None:
+    """Sets the running backend's fusion threshold and chunk size (bytes; 0: one message
+    per tensor, and no chunking), for the collectives that follow on this rank. Every rank
+    must set the same values, between the same collectives.
+
+    Raises:
+        NotImplementedError: the backend (Horovod's) does not fuse by distrain's plan.
+    """
+    backend().set_fusion(int(threshold), int(chunk_bytes))
+
+
 def native_backend() -> bool:
     """True when the backend runs TensorFlow ops itself (Horovod's), not numpy collectives."""
     return backend().native_tensorflow

@@ -49,3 +49,30 @@ def test_bench_reduces_a_models_own_gradient_list():
     assert (row["model"], row["tensors"], row["ranks"]) == ("mlp", 6, 2)
     assert row["megabytes"] == round(weights * 4 / 1e6, 1)
     assert row["distrain_ms"] > 0 and row["raw_mpi_ms"] > 0 and row["raw_mpi_chunked_ms"] > 0
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+def test_bench_sweeps_thresholds_and_chunk_sizes_in_one_process():
+    result = run_mpi(2, ["-m", "distrain.bench", "allreduce", "--iters", "3", "--warmup", "1",
+                         "--model", "mlp", "--image-size", "8", "--chunk-sizes", "0.25,0",
+                         "--thresholds", "0.1,64", "--json"], timeout=200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json_rows(result.stdout)
+    assert [(r["fusion_threshold"], r["chunk_bytes"]) for r in rows] == [
+        (int(0.1 * 2**20), 2**18), (int(0.1 * 2**20), 0), (64 << 20, 2**18), (64 << 20, 0)]
+    for row in rows:
+        assert row["distrain_ms"] > 0 and row["raw_mpi_ms"] > 0
+        assert 0 < row["ratio_q1"] <= row["ratio"] <= row["ratio_q3"]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_bench_refuses_a_chunk_size_that_is_not_a_number():
+    result = run_mpi(2, ["-m", "distrain.bench", "allreduce", "--chunk-sizes", "1,big"],
+                     timeout=100)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "--chunk-sizes" in line]
+    assert lines == [
+        "distrain.bench allreduce: --chunk-sizes takes MiB as N,N,... (got '1,big')"]

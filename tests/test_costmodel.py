@@ -27,23 +27,24 @@ def test_fit_recovers_alpha_and_beta_exactly():
 def test_allreduce_time_follows_the_fusion_plan_and_chunks():
     comm = CommModel(size=2, alpha=1e-6, beta=1e-9, gamma=1e-10, call_overhead=1e-4,
                      tensor_overhead=1e-5, chunk_bytes=1 << 20, fusion_threshold=64 << 20)
-    # One direct 4 MiB tensor (4 chunks, scaled once) and two small ones in one bucket.
+    # One direct 4 MiB tensor (4 chunks, scaled once) and two small ones in one bucket
+    # (packed once; the second starts on a 64-byte boundary: 16 + 6 floats, 88 bytes).
     shapes, dtypes = [(1 << 20,), (10,), (6,)], ["float32"] * 3
     direct = 4 * ring_time(1 << 20, 2, 1e-6, 1e-9) + 1e-10 * (4 << 20)
-    bucket = ring_time(64, 2, 1e-6, 1e-9) + 1e-10 * 2 * 64
+    bucket = ring_time(88, 2, 1e-6, 1e-9) + 1e-10 * 88
     expected = 1e-4 + 3 * 1e-5 + direct + bucket
     assert comm.allreduce_time(shapes, dtypes) == pytest.approx(expected)
     # More ranks cost more; one rank costs only the host's share.
     assert comm.allreduce_time(shapes, dtypes, size=8) > comm.allreduce_time(shapes, dtypes)
     assert comm.allreduce_time(shapes, dtypes, size=1) == pytest.approx(
-        1e-4 + 3e-5 + 1e-10 * ((4 << 20) + 128))
+        1e-4 + 3e-5 + 1e-10 * ((4 << 20) + 88))
 
 
 def test_allreduce_time_with_a_timed_host_share_adds_only_the_messages():
     comm = CommModel(size=2, alpha=1e-6, beta=1e-9, gamma=1e-10, call_overhead=1e-4,
                      tensor_overhead=1e-5, chunk_bytes=1 << 20, fusion_threshold=64 << 20)
     shapes, dtypes = [(1 << 20,), (10,), (6,)], ["float32"] * 3
-    messages = 4 * ring_time(1 << 20, 2, 1e-6, 1e-9) + ring_time(64, 2, 1e-6, 1e-9)
+    messages = 4 * ring_time(1 << 20, 2, 1e-6, 1e-9) + ring_time(88, 2, 1e-6, 1e-9)
     assert comm.allreduce_time(shapes, dtypes, host=2e-3) == pytest.approx(
         1e-4 + 2e-3 + messages)
     assert comm.allreduce_time(shapes, dtypes, size=1, host=2e-3) == pytest.approx(2e-3)
@@ -299,11 +300,13 @@ def test_a_cached_calibration_the_run_disagrees_with_is_reported_and_marked_stal
     import socket
     from conftest import run_mpi
     from distrain.costmodel.calibrate import VERSION
+    from distrain.engine.fusion import DEFAULT_CHUNK_BYTES
     # A cache claiming a 1 MB/s link: the run's allreduce is far faster than it predicts.
     path = tmp_path / f"calibration-{socket.gethostname()}-p2-l2-mpi.json"
     path.write_text(json.dumps({"version": VERSION, "size": 2, "alpha": 1e-5, "beta": 1e-6,
                                 "gamma": 1e-10, "call_overhead": 1e-4, "tensor_overhead": 0,
-                                "chunk_bytes": 1 << 20, "measured_at": 0, "load": 0.5}))
+                                "chunk_bytes": DEFAULT_CHUNK_BYTES, "measured_at": 0,
+                                "load": 0.5}))
     args = ["-m", "distrain.train", "--model", "mlp", "--epochs", "1", "--steps-per-epoch",
             "20", "--report", str(tmp_path / "report.json")]
     result = run_mpi(2, args, timeout=200, DISTRAIN_CACHE_DIR=str(tmp_path))

@@ -7,14 +7,14 @@ from distrain.engine.fusion import Bucket, Direct, chunks, plan_fusion
 def test_small_tensors_share_a_bucket_and_large_ones_go_direct():
     plan = plan_fusion([(10,), (1 << 20,), (20,)], ["float32"] * 3, threshold=1 << 20,
                        direct_min_bytes=1 << 20)
-    assert plan == [Direct(1), Bucket(np.dtype("float32"), (0, 2), (0, 10), 30)]
+    assert plan == [Direct(1), Bucket(np.dtype("float32"), (0, 2), (0, 16), 36)]
 
 
 def test_buckets_close_at_the_threshold_and_split_by_dtype():
     plan = plan_fusion([(100,), (100,), (100,), (5,)], ["float32", "float32", "float32",
                                                         "int64"],
                        threshold=800, direct_min_bytes=1 << 30)
-    assert plan == [Bucket(np.dtype("float32"), (0, 1), (0, 100), 200),
+    assert plan == [Bucket(np.dtype("float32"), (0, 1), (0, 112), 212),
                     Bucket(np.dtype("float32"), (2,), (0,), 100),
                     Bucket(np.dtype("int64"), (3,), (0,), 5)]
 
@@ -24,6 +24,23 @@ def test_compression_packs_floats_even_when_large_and_skips_empty():
                        threshold=64 << 20, direct_min_bytes=1024, wire_dtype="float16")
     assert plan == [Bucket(np.dtype("float16"), (0,), (0,), 1 << 20),
                     Bucket(np.dtype("int32"), (2,), (0,), 4)]
+
+
+def test_every_member_starts_on_a_64_byte_boundary():
+    for dtype, itemsize in (("float16", 2), ("float32", 4), ("float64", 8), ("int8", 1)):
+        plan = plan_fusion([(3,), (17,), (1,), (64,)], [dtype] * 4, threshold=1 << 20,
+                           direct_min_bytes=1 << 30)
+        (bucket,) = plan
+        assert all(o * itemsize % 64 == 0 for o in bucket.offsets), (dtype, bucket)
+        ends = [o + n for o, n in zip(bucket.offsets, (3, 17, 1, 64))]
+        assert all(e <= o for e, o in zip(ends, bucket.offsets[1:])) and \
+            bucket.count == ends[-1]
+
+
+def test_no_direct_size_packs_every_tensor():
+    plan = plan_fusion([(1 << 20,), (3,)], ["float32"] * 2, threshold=64 << 20,
+                       direct_min_bytes=0)
+    assert plan == [Bucket(np.dtype("float32"), (0, 1), (0, 1 << 20), (1 << 20) + 3)]
 
 
 def test_threshold_zero_gives_one_message_per_tensor():

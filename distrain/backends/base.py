@@ -101,6 +101,14 @@ class Backend:
         chunk by distrain's plan)."""
         return DEFAULT_CHUNK_BYTES
 
+    def set_fusion(self, threshold: int, chunk_bytes: int) -> None:
+        """Sets the fusion threshold and chunk size of later collectives (bytes).
+
+        Raises:
+            NotImplementedError: the backend does not fuse by distrain's plan.
+        """
+        raise NotImplementedError(f"the {self.name} backend does not fuse by distrain's plan")
+
     def allreduce(self, arrays: Sequence[np.ndarray], op: ReduceOp,
                   wire_dtype: str | None, label: str) -> list[np.ndarray]:
         """Reduces each array across ranks; see :meth:`FusedEngine.allreduce`."""
@@ -225,3 +233,7 @@ class EngineBackend(Backend):
     @property
     def chunk_bytes(self) -> int:
         return self.engine.chunk_bytes
+
+    def set_fusion(self, threshold: int, chunk_bytes: int) -> None:
+        with self.engine.lock:
+            self.engine.fusion_threshold, self.engine.chunk_bytes = threshold, chunk_bytes

@@ -27,6 +27,7 @@ import numpy as np
 from distrain import environment as env
 from distrain.bench.collective_ops import OPS, paired_medians
 from distrain.bench.collective_ops import run as run_op
+from distrain.bench.fusion_sweep import megabytes_list, sweep
 from distrain.bench.shapes import resnet50_shapes
 from distrain.ops import COMPRESSIONS
 from distrain.protocol import ExitCode
@@ -65,7 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--process-set", default=None, metavar="R,R,...",
                    help="run on these ranks only, as a process set (raw MPI: the matching "
                         "sub-communicator)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--chunk-sizes", default=None, metavar="MIB,MIB,...",
+                   help="sweep: time these chunk sizes (MiB, 0: one message per bucket), "
+                        "each with every --thresholds, in turn each iteration")
+    p.add_argument("--thresholds", default=None, metavar="MIB,MIB,...",
+                   help="sweep: the fusion thresholds (MiB) to time (default: the running "
+                        "one)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (a sweep: "
+                   "one per configuration)")
     return p
 
 
@@ -121,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.iters < 1 or args.warmup < 0:
         _parser().error("--iters must be >= 1 and --warmup >= 0")
+    try:
+        flag = "--chunk-sizes"
+        chunk_sizes = megabytes_list(args.chunk_sizes) if args.chunk_sizes else None
+        flag = "--thresholds"
+        thresholds = megabytes_list(args.thresholds) if args.thresholds else None
+    except ValueError as exc:
+        if env.detect_world().rank == 0:
+            print(f"distrain.bench allreduce: {flag} {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     os.environ.setdefault(env.TF_CPP_MIN_LOG_LEVEL, "3")  # as the training program
     tf = import_tensorflow()
 
@@ -160,6 +177,24 @@ def main(argv: list[str] | None = None) -> int:
         for start in range(0, flat_in.size, chunk):
             comm.Allreduce(flat_in[start:start + chunk], flat_out[start:start + chunk], MPI.SUM)
 
+    if chunk_sizes or thresholds:
+        records = sweep(collectives,
+                        lambda: collectives.grouped_allreduce(grads, compression=compression),
+                        lambda: comm.Allreduce(flat_in, flat_out, MPI.SUM), comm, MPI,
+                        chunk_sizes or [collectives.chunk_bytes()],
+                        thresholds or [collectives.fusion_threshold()], args.iters, args.warmup)
+        if rank == 0:
+            for record in records:
+                record.update(model=args.model or "resnet50 (shapes)", ranks=size,
+                              megabytes=round(nbytes / 1e6, 1))
+                print(json.dumps(record) if args.json else
+                      f"threshold {record['fusion_threshold'] >> 20:4d} MiB  chunk "
+                      f"{record['chunk_bytes'] / (1 << 20):6.2f} MiB  distrain "
+                      f"{record['distrain_ms']:8.2f} ms  raw {record['raw_mpi_ms']:8.2f} ms  "
+                      f"ratio {record['ratio']:.3f} ({record['ratio_q1']:.3f}-"
+                      f"{record['ratio_q3']:.3f})", flush=True)
+        collectives.shutdown()
+        return 0
     # in turn each iteration, so a slow spell of the host falls on all three alike
     raw, raw_chunked_time, ours = paired_medians(
         [lambda: comm.Allreduce(flat_in, flat_out, MPI.SUM), raw_chunked,

@@ -80,15 +80,17 @@ def fit_alpha_beta(sizes: Sequence[float], seconds: Sequence[float], ranks: int)
 def _messages(plan, shapes, dtypes):
     """``(count, itemsize, host passes)`` of each direct or fused message in ``plan``.
 
-    A direct tensor costs one pass on the host (averaging its output); a bucket two (pack,
-    then unpack).
+    A direct tensor costs one pass on the host (averaging its output); a bucket one (the
+    pack; its members are returned in place), or two when it is cast to a narrower wire
+    dtype (the pack, and the unpack back into the tensors' dtype).
     """
     for group in plan:
         if isinstance(group, Direct):
             yield (int(np.prod(shapes[group.index], dtype=np.int64)),
                    np.dtype(dtypes[group.index]).itemsize, 1)
         else:
-            yield group.count, group.dtype.itemsize, 2
+            cast = any(np.dtype(dtypes[i]) != group.dtype for i in group.members)
+            yield group.count, group.dtype.itemsize, 2 if cast else 1
 
 
 @dataclasses.dataclass(frozen=True)

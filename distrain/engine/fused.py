@@ -2,9 +2,10 @@
 
 It works on numpy arrays and knows nothing of MPI: a *transport* moves the bytes. Each pass
 over memory is counted: a large tensor is reduced straight from its own memory into the
-output that is returned; small tensors pay one packing copy, into which the cast to the
-wire dtype and the averaging pre-scale are folded; unpacking is one more copy into outputs
-aligned for TensorFlow to adopt without copying again. A float32 bucket sent as float16 is
+output that is returned; small tensors pay one packing copy, into which the averaging
+pre-scale is folded, and are returned as views of the reduced buffer (each member starts on
+a 64-byte boundary, so TensorFlow adopts it without copying). A bucket cast to a narrower
+wire dtype is unpacked with one more copy, back into the tensors' own dtype. A float32 bucket sent as float16 is
 packed (and scaled) in float32 and converted in one pass where
 :mod:`distrain.engine.halfprec` has a faster conversion than numpy's.
 """
@@ -126,13 +127,24 @@ class FusedEngine:
 
     def _reduce_bucket(self, arrays, bucket: Bucket, op: ReduceOp, outputs: list) -> None:
         size = self.transport.size
-        buf = self._fusion_buffer(bucket.dtype, bucket.count)
         prescale = op is ReduceOp.AVERAGE and size > 1 and bucket.dtype in FLOAT_DTYPES
-        staged = self._staging(arrays, bucket)
+        members = [arrays[index] for index in bucket.members]
+        in_place = all(a.dtype == bucket.dtype for a in members)
+        staged = None if in_place else self._staging(arrays, bucket)
+        if in_place:
+            # the reduced bucket is the output: each member's values are returned as a view
+            # of it (pooled, so the next step reuses it once these are released)
+            buf = aligned_empty((bucket.count,), bucket.dtype)
+        else:
+            buf = self._fusion_buffer(bucket.dtype, bucket.count)
         packed = buf if staged is None else staged
-        for index, offset in zip(bucket.members, bucket.offsets):
-            src = arrays[index].reshape(-1)
-            dst = packed[offset:offset + src.size]
+        end = 0
+        for src, offset in zip(members, bucket.offsets):
+            if offset > end:   # padding: zeros, so a reused buffer's old bits reduce quietly
+                packed[end:offset] = 0
+            src = src.reshape(-1)
+            end = offset + src.size
+            dst = packed[offset:end]
             if prescale:
                 np.multiply(src, np.float32(1.0 / size), out=dst, casting="unsafe")
             else:
@@ -142,10 +154,14 @@ class FusedEngine:
         self._reduce(None, buf, op)
         if staged is not None:
             cast_into(staged, buf)
-        members = [arrays[index] for index in bucket.members]
-        for index, offset, src, out in zip(bucket.members, bucket.offsets, members,
-                                           aligned_like(members)[1]):
-            np.copyto(out.reshape(-1), packed[offset:offset + src.size], casting="unsafe")
+        if in_place:
+            views = [buf[offset:offset + src.size].reshape(src.shape)
+                     for src, offset in zip(members, bucket.offsets)]
+        else:
+            views = aligned_like(members)[1]
+            for src, offset, out in zip(members, bucket.offsets, views):
+                np.copyto(out.reshape(-1), packed[offset:offset + src.size], casting="unsafe")
+        for index, out in zip(bucket.members, views):
             outputs[index] = out if prescale else _finish_average(out, op, size)
 
     def _staging(self, arrays, bucket: Bucket) -> np.ndarray | None:

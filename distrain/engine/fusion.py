@@ -4,7 +4,9 @@ Small tensors are packed into one buffer per wire dtype ("bucket") up to the fus
 so one collective carries many of them. Large tensors that need no cast are reduced straight
 from their own memory: copying them into a bucket would cost a pass over memory that the
 reduction itself does not need. Every message is then split into chunks of at most
-``chunk_bytes``, because mid-sized messages reduce faster than one very large one.
+``chunk_bytes``, because mid-sized messages reduce faster than one very large one (16 MiB
+by default: the size that did best in both of this VM's shared-memory states, see
+docs/benchmarks.md).
 
 The plan is a pure function of the tensors' shapes and dtypes, so every rank computes the same
 plan and issues the same collectives in the same order.
@@ -22,13 +24,13 @@ from typing import Sequence
 
 import numpy as np
 
-from distrain.engine.buffers import wire_dtype_for
+from distrain.engine.buffers import ALIGNMENT, wire_dtype_for
 
 __all__ = ["Direct", "Bucket", "plan_fusion", "chunks", "DEFAULT_FUSION_THRESHOLD",
            "DEFAULT_CHUNK_BYTES"]
 
 DEFAULT_FUSION_THRESHOLD = 64 * 1024 * 1024
-DEFAULT_CHUNK_BYTES = 1024 * 1024
+DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +47,9 @@ class Bucket:
     Attributes:
         dtype: the wire dtype.
         members: indices of the tensors, in packing order.
-        offsets: each member's first element in the buffer.
-        count: the buffer's length in elements.
+        offsets: each member's first element in the buffer, on a 64-byte boundary (so a
+            member's reduced values can be handed to TensorFlow in place).
+        count: the buffer's length in elements, the padding between members included.
     """
 
     dtype: np.dtype
@@ -63,7 +66,8 @@ def plan_fusion(shapes: Sequence[Sequence[int]], dtypes: Sequence, threshold: in
         shapes: each tensor's shape.
         dtypes: each tensor's dtype.
         threshold: the most bytes one bucket holds; 0 puts every tensor in its own message.
-        direct_min_bytes: tensors this large that need no cast are reduced in place.
+        direct_min_bytes: tensors this large that need no cast are reduced straight from
+            their own memory; 0 or less: none is (every tensor is packed).
         wire_dtype: the wire dtype of floating-point tensors, or None.
 
     Returns:
@@ -78,7 +82,9 @@ def plan_fusion(shapes: Sequence[Sequence[int]], dtypes: Sequence, threshold: in
         members = open_buckets.pop(dtype)
         del used[dtype]
         offsets, cursor = [], 0
+        step = max(1, ALIGNMENT // dtype.itemsize)
         for _, count in members:
+            cursor = -(-cursor // step) * step
             offsets.append(cursor)
             cursor += count
         plan.append(Bucket(dtype, tuple(m[0] for m in members), tuple(offsets), cursor))
@@ -90,7 +96,7 @@ def plan_fusion(shapes: Sequence[Sequence[int]], dtypes: Sequence, threshold: in
             continue
         sent_as = wire_dtype_for(dtype, wire_dtype)
         nbytes = count * sent_as.itemsize
-        if sent_as == dtype and nbytes >= direct_min_bytes:
+        if sent_as == dtype and 0 < direct_min_bytes <= nbytes:
             plan.append(Direct(index))
             continue
         if sent_as in open_buckets and used[sent_as] + nbytes > threshold:

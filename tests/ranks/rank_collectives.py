@@ -129,21 +129,21 @@ def test_grouped_allreduce_hundreds_of_mixed_tensors(threshold, compression):
         ndim = int(rng.integers(0, 4))
         shape = tuple(int(d) for d in rng.integers(0, 9, size=ndim))
         if i % 50 == 7:
-            shape = (300_000,)  # past the 1 MiB direct-reduction size
+            shape = (300_000,)  # past the 1 MiB direct-reduction size set below
         specs.append((shape, dtype))
     engine = getattr(hvd.collectives.backend(), "engine", None)  # the horovod backend has none
     if engine is None and threshold:
         pytest.skip("fusion thresholds are the mpi backend's; run once with the default")
-    saved = engine.fusion_threshold if engine else None
+    saved = (engine.fusion_threshold, engine.chunk_bytes) if engine else None
     if engine:
-        engine.fusion_threshold = threshold
+        engine.fusion_threshold, engine.chunk_bytes = threshold, 1 << 20
     try:
         inputs = [wrap(value_of(RANK, s, d, salt=i), KINDS[i % 3])
                   for i, (s, d) in enumerate(specs)]
         results = hvd.grouped_allreduce(inputs, op=hvd.Average, compression=compression)
     finally:
         if engine:
-            engine.fusion_threshold = saved
+            engine.fusion_threshold, engine.chunk_bytes = saved
     assert len(results) == len(specs)
     for i, ((shape, dtype), result) in enumerate(zip(specs, results)):
         check(unwrap(result, KINDS[i % 3]), expected(shape, dtype, hvd.Average, salt=i),
@@ -158,6 +158,24 @@ def test_random_floats_average_matches_numpy():
     for i, result in enumerate(results):
         want = np.mean([data[r][i].astype(np.float64) for r in range(SIZE)], axis=0)
         np.testing.assert_allclose(result.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "tensor"])
+def test_held_results_keep_their_values_through_later_calls(kind):
+    # a bucket past 1 MiB: its buffer is pooled, and the results are views of it
+    shapes = [(3, 5), (200_000,), (17,), (64, 65), (200_001,)]
+    held = hvd.grouped_allreduce([wrap(value_of(RANK, s, "float32", salt=1), kind)
+                                  for s in shapes], op=hvd.Sum)
+    for salt in (2, 3, 4):
+        later = hvd.grouped_allreduce([wrap(value_of(RANK, s, "float32", salt=salt), kind)
+                                       for s in shapes], op=hvd.Sum)
+        for shape, result in zip(shapes, later):
+            check(unwrap(result, kind), expected(shape, "float32", hvd.Sum, salt=salt),
+                  "float32", shape)
+        del later, result
+    for shape, result in zip(shapes, held):
+        check(unwrap(result, kind), expected(shape, "float32", hvd.Sum, salt=1), "float32",
+              shape)
 
 
 @pytest.mark.parametrize("kind", KINDS)

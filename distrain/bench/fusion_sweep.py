@@ -1,0 +1,82 @@
+"""``bench allreduce --chunk-sizes ... --thresholds ...``: every fusion threshold and chunk
+size timed in one process, in turn each iteration, against one raw MPI Allreduce.
+
+Alternating matters on a shared host: the copy bandwidth between two cores can halve for
+seconds at a time (measured here, see docs/benchmarks.md), so configurations timed in
+separate invocations, or one after another, compare the host's moods, not the settings.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["megabytes_list", "sweep"]
+
+MIB = 1 << 20
+
+
+def megabytes_list(text: str) -> list[int]:
+    """``1,4,16,0`` (MiB) as bytes; 0 stays 0 (one message per bucket).
+
+    Raises:
+        ValueError: not a comma-separated list of numbers >= 0.
+    """
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"takes MiB as N,N,... (got {text!r})") from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"takes MiB as N,N,... of numbers >= 0 (got {text!r})")
+    return [int(v * MIB) for v in values]
+
+
+def sweep(collectives, grouped_allreduce, raw, comm, mpi, chunk_sizes: list[int],
+          thresholds: list[int], iters: int, warmup: int) -> list[dict]:
+    """Times the grouped allreduce at every (threshold, chunk) against ``raw``.
+
+    Each iteration times ``raw`` and every configuration once, in turn (the order reversed
+    every other iteration), a barrier before each call; a configuration's ratio is the
+    median over iterations of its time over raw's time in the same iteration.
+
+    Args:
+        collectives: :mod:`distrain.collectives`, whose fusion threshold and chunk size are
+            set in turn (restored afterwards).
+        grouped_allreduce: reduces the gradient list once.
+        raw: the reference (one raw MPI Allreduce of the same bytes).
+        comm: the communicator to synchronise on.
+        mpi: mpi4py's ``MPI`` module.
+        chunk_sizes, thresholds: bytes.
+        iters, warmup: timed and untimed repetitions of each.
+
+    Returns:
+        One record per configuration: ``fusion_threshold``, ``chunk_bytes``,
+        ``distrain_ms`` and ``raw_mpi_ms`` (the slowest rank's medians), ``ratio`` (the
+        median of the per-iteration ratios) and ``ratio_q1``, ``ratio_q3`` (its quartiles).
+    """
+    configs = [(t, c) for t in thresholds for c in chunk_sizes]
+    saved = collectives.fusion_threshold(), collectives.chunk_bytes()
+    times = np.zeros((iters, len(configs) + 1))
+    try:
+        for iteration in range(warmup + iters):
+            order = list(range(len(configs) + 1))
+            for index in (order if iteration % 2 == 0 else order[::-1]):
+                if index:
+                    collectives.set_fusion(*configs[index - 1])
+                comm.Barrier()
+                start = time.perf_counter()
+                grouped_allreduce() if index else raw()
+                if iteration >= warmup:
+                    times[iteration - warmup, index] = time.perf_counter() - start
+    finally:
+        collectives.set_fusion(*saved)
+    slowest = np.empty_like(times)
+    comm.Allreduce(times, slowest, op=mpi.MAX)
+    medians = np.median(slowest, axis=0)
+    ratios = slowest[:, 1:] / slowest[:, :1]
+    q1, q2, q3 = np.quantile(ratios, [0.25, 0.5, 0.75], axis=0)
+    return [{"fusion_threshold": t, "chunk_bytes": c,
+             "distrain_ms": round(float(medians[i + 1]) * 1e3, 2),
+             "raw_mpi_ms": round(float(medians[0]) * 1e3, 2), "ratio": round(float(q2[i]), 3),
+             "ratio_q1": round(float(q1[i]), 3), "ratio_q3": round(float(q3[i]), 3)}
+            for i, (t, c) in enumerate(configs)]
