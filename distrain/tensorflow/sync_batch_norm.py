@@ -72,20 +72,27 @@ def _global_moments(inputs, axes, keepdims: bool, mask, name: str):
         ``(mean, variance)``, the biased variance as BatchNormalization's, 0 and 0 for a
         channel with no rows on any rank.
     """
-    # The sums are float64: Var = E[x^2] - E[x]^2 cancels catastrophically in float32
-    # when a channel's mean is large against its spread (a ResNet's stem after ReLU).
-    values = tf.cast(inputs, tf.float64)
+    # Each rank's own moments are two-pass in the input's dtype (exact as tf.nn.moments);
+    # only the per-channel vectors are combined, in float64: Var = E[x^2] - E[x]^2 from
+    # float32 sums cancels catastrophically when a channel's mean is large against its
+    # spread (a ResNet's stem after ReLU).
     if mask is None:
-        total = tf.reduce_sum(values, axes, keepdims=True)
-        squares = tf.reduce_sum(tf.square(values), axes, keepdims=True)
-        rows = tf.reduce_prod(tf.gather(tf.shape(values), axes))
-        counts = tf.ones_like(total) * tf.cast(rows, tf.float64)
+        rows = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype)
+        local_mean = tf.math.divide_no_nan(tf.reduce_sum(inputs, axes, keepdims=True), rows)
+        deviations = tf.reduce_sum(tf.square(inputs - local_mean), axes, keepdims=True)
+        counts = tf.ones_like(local_mean, tf.float64) * tf.cast(rows, tf.float64)
     else:
-        weights = tf.broadcast_to(tf.expand_dims(tf.cast(mask, tf.float64), -1),
-                                  tf.shape(values))
-        total = tf.reduce_sum(weights * values, axes, keepdims=True)
-        squares = tf.reduce_sum(weights * tf.square(values), axes, keepdims=True)
-        counts = tf.reduce_sum(weights, axes, keepdims=True)
+        weights = tf.broadcast_to(tf.expand_dims(tf.cast(mask, inputs.dtype), -1),
+                                  tf.shape(inputs))
+        weight_sum = tf.reduce_sum(weights, axes, keepdims=True)
+        local_mean = tf.math.divide_no_nan(tf.reduce_sum(weights * inputs, axes, keepdims=True),
+                                           weight_sum)
+        deviations = tf.reduce_sum(weights * tf.square(inputs - local_mean), axes,
+                                   keepdims=True)
+        counts = tf.cast(weight_sum, tf.float64)
+    local_mean = tf.cast(local_mean, tf.float64)
+    total = counts * local_mean
+    squares = tf.cast(deviations, tf.float64) + total * local_mean
     summed = collectives.allreduce(tf.stack([counts, total, squares]), op=Sum, name=name)
     counts, total, squares = tf.unstack(summed)
     mean = tf.math.divide_no_nan(total, counts)
@@ -111,10 +118,11 @@ class SyncBatchNormalization(keras.layers.BatchNormalization):
     exactly ``BatchNormalization``. Inference uses the moving statistics, with no
     collective.
 
-    The variance is ``E[x^2] - E[x]^2`` over the global batch, as Keras's own synchronized
-    batch normalization computes it, but from float64 sums: in float32 it cancels for
-    channels whose mean is far larger than their spread, where BatchNormalization's
-    two-pass variance does not (a toy ResNet's gradients were 0.4 % off after one step).
+    The variance is that of the global batch: each rank's own mean and sum of squared
+    deviations (two-pass, in the input's dtype, as BatchNormalization's), combined across
+    ranks in float64. Keras's synchronized batch normalization takes ``E[x^2] - E[x]^2``
+    from float32 sums instead, which cancels for channels whose mean is far larger than
+    their spread (a toy ResNet's gradients were 0.4 % off after one step).
 
     Registered for saving as ``distrain>SyncBatchNormalization``: a model saved with it loads
     wherever ``distrain.keras`` (or this module) is imported; on Keras 2,
