@@ -27,7 +27,7 @@ import numpy as np
 from distrain import environment as env
 from distrain.bench.collective_ops import OPS, paired_medians
 from distrain.bench.collective_ops import run as run_op
-from distrain.bench.fusion_sweep import megabytes_list, sweep
+from distrain.bench.fusion_sweep import megabytes_list, print_records, sweep
 from distrain.bench.shapes import resnet50_shapes
 from distrain.ops import COMPRESSIONS
 from distrain.protocol import ExitCode
@@ -184,15 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                         chunk_sizes or [collectives.chunk_bytes()],
                         thresholds or [collectives.fusion_threshold()], args.iters, args.warmup)
         if rank == 0:
-            for record in records:
-                record.update(model=args.model or "resnet50 (shapes)", ranks=size,
-                              megabytes=round(nbytes / 1e6, 1))
-                print(json.dumps(record) if args.json else
-                      f"threshold {record['fusion_threshold'] >> 20:4d} MiB  chunk "
-                      f"{record['chunk_bytes'] / (1 << 20):6.2f} MiB  distrain "
-                      f"{record['distrain_ms']:8.2f} ms  raw {record['raw_mpi_ms']:8.2f} ms  "
-                      f"ratio {record['ratio']:.3f} ({record['ratio_q1']:.3f}-"
-                      f"{record['ratio_q3']:.3f})", flush=True)
+            print_records(records, args.model or "resnet50 (shapes)", size, nbytes, args.json)
         collectives.shutdown()
         return 0
     # in turn each iteration, so a slow spell of the host falls on all three alike

@@ -7,11 +7,12 @@ separate invocations, or one after another, compare the host's moods, not the se
 """
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 
-__all__ = ["megabytes_list", "sweep"]
+__all__ = ["megabytes_list", "sweep", "print_records"]
 
 MIB = 1 << 20
 
@@ -80,3 +81,16 @@ def sweep(collectives, grouped_allreduce, raw, comm, mpi, chunk_sizes: list[int]
              "raw_mpi_ms": round(float(medians[0]) * 1e3, 2), "ratio": round(float(q2[i]), 3),
              "ratio_q1": round(float(q1[i]), 3), "ratio_q3": round(float(q3[i]), 3)}
             for i, (t, c) in enumerate(configs)]
+
+
+def print_records(records: list[dict], model: str, ranks: int, nbytes: int,
+                  as_json: bool) -> None:
+    """Prints each configuration's record, one line (or one JSON object) each."""
+    for record in records:
+        record.update(model=model, ranks=ranks, megabytes=round(nbytes / 1e6, 1))
+        print(json.dumps(record) if as_json else
+              f"threshold {record['fusion_threshold'] >> 20:4d} MiB  chunk "
+              f"{record['chunk_bytes'] / MIB:6.2f} MiB  distrain "
+              f"{record['distrain_ms']:8.2f} ms  raw {record['raw_mpi_ms']:8.2f} ms  "
+              f"ratio {record['ratio']:.3f} ({record['ratio_q1']:.3f}-"
+              f"{record['ratio_q3']:.3f})", flush=True)

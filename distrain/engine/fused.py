@@ -5,8 +5,8 @@ over memory is counted: a large tensor is reduced straight from its own memory i
 output that is returned; small tensors pay one packing copy, into which the averaging
 pre-scale is folded, and are returned as views of the reduced buffer (each member starts on
 a 64-byte boundary, so TensorFlow adopts it without copying). A bucket cast to a narrower
-wire dtype is unpacked with one more copy, back into the tensors' own dtype. A float32 bucket sent as float16 is
-packed (and scaled) in float32 and converted in one pass where
+wire dtype is unpacked with one more copy, back into the tensors' own dtype. A float32
+bucket sent as float16 is packed (and scaled) in float32 and converted in one pass where
 :mod:`distrain.engine.halfprec` has a faster conversion than numpy's.
 """
 from __future__ import annotations
