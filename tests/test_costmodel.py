@@ -300,12 +300,12 @@ def test_a_cached_calibration_the_run_disagrees_with_is_reported_and_marked_stal
     import socket
     from conftest import run_mpi
     from distrain.costmodel.calibrate import VERSION
-    from distrain.engine.fusion import DEFAULT_CHUNK_BYTES
+    from distrain.engine.fusion import ONE_HOST_CHUNK_BYTES
     # A cache claiming a 1 MB/s link: the run's allreduce is far faster than it predicts.
     path = tmp_path / f"calibration-{socket.gethostname()}-p2-l2-mpi.json"
     path.write_text(json.dumps({"version": VERSION, "size": 2, "alpha": 1e-5, "beta": 1e-6,
                                 "gamma": 1e-10, "call_overhead": 1e-4, "tensor_overhead": 0,
-                                "chunk_bytes": DEFAULT_CHUNK_BYTES, "measured_at": 0,
+                                "chunk_bytes": ONE_HOST_CHUNK_BYTES, "measured_at": 0,
                                 "load": 0.5}))
     args = ["-m", "distrain.train", "--model", "mlp", "--epochs", "1", "--steps-per-epoch",
             "20", "--report", str(tmp_path / "report.json")]

@@ -1,7 +1,8 @@
 """Fusion planning is pure: the same shapes give the same messages on every rank."""
 import numpy as np
 
-from distrain.engine.fusion import Bucket, Direct, chunks, plan_fusion
+from distrain.engine.fusion import (DEFAULT_CHUNK_BYTES, ONE_HOST_CHUNK_BYTES, Bucket, Direct,
+                                    chunks, default_chunk_bytes, plan_fusion)
 
 
 def test_small_tensors_share_a_bucket_and_large_ones_go_direct():
@@ -52,3 +53,8 @@ def test_chunks_cover_the_message_exactly():
     assert list(chunks(10, 4, 16)) == [(0, 4), (4, 8), (8, 10)]
     assert list(chunks(10, 4, 0)) == [(0, 10)]
     assert list(chunks(0, 4, 16)) == []
+
+
+def test_chunks_are_larger_when_every_rank_shares_one_host():
+    assert default_chunk_bytes(1) == ONE_HOST_CHUNK_BYTES == 16 << 20
+    assert default_chunk_bytes(2) == default_chunk_bytes(8) == DEFAULT_CHUNK_BYTES == 1 << 20

@@ -9,7 +9,7 @@ import numpy as np
 from distrain.backends.base import CollectiveArgumentError, EngineBackend
 from distrain.environment import World
 from distrain.ops import ReduceOp
-from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
+from distrain.engine.fusion import DEFAULT_FUSION_THRESHOLD, ONE_HOST_CHUNK_BYTES
 from distrain.engine.exchange import alltoall, reducescatter, splits_problem
 from distrain.engine.fused import FusedEngine
 
@@ -54,7 +54,7 @@ class LocalBackend(EngineBackend):
 
     def __init__(self, world: World | None = None,
                  fusion_threshold: int = DEFAULT_FUSION_THRESHOLD,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+                 chunk_bytes: int = ONE_HOST_CHUNK_BYTES):
         super().__init__(world or World())
         self.engine = FusedEngine(SelfTransport(), fusion_threshold, chunk_bytes)
 

@@ -25,7 +25,7 @@ from distrain.backends.stall import StallInspector
 from distrain.engine.adasum import adasum
 from distrain.engine.exchange import alltoall, reducescatter, splits_problem
 from distrain.engine.fused import FusedEngine
-from distrain.engine.fusion import DEFAULT_CHUNK_BYTES, DEFAULT_FUSION_THRESHOLD
+from distrain.engine.fusion import DEFAULT_FUSION_THRESHOLD, default_chunk_bytes
 from distrain.environment import World, WorldError
 from distrain.ops import ReduceOp
 
@@ -85,7 +85,8 @@ class MPIBackend(EngineBackend):
         self.engine = FusedEngine(
             self.transport,
             env.int_setting(env.FUSION_THRESHOLD, DEFAULT_FUSION_THRESHOLD, minimum=0),
-            env.int_setting(env.CHUNK_BYTES, DEFAULT_CHUNK_BYTES, minimum=0))
+            env.int_setting(env.CHUNK_BYTES, default_chunk_bytes(self.world.cross_size),
+                            minimum=0))
         self.stall = StallInspector(
             self.comm, env.float_setting(env.STALL_WARNING_SECONDS, 60.0),
             env.float_setting(env.STALL_SHUTDOWN_SECONDS, 0.0), self.abort)

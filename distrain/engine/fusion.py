@@ -4,9 +4,11 @@ Small tensors are packed into one buffer per wire dtype ("bucket") up to the fus
 so one collective carries many of them. Large tensors that need no cast are reduced straight
 from their own memory: copying them into a bucket would cost a pass over memory that the
 reduction itself does not need. Every message is then split into chunks of at most
-``chunk_bytes``, because mid-sized messages reduce faster than one very large one (16 MiB
-by default: the size that did best in both of this VM's shared-memory states, see
-docs/benchmarks.md).
+``chunk_bytes``, because mid-sized messages reduce faster than one very large one. The
+default depends on where the ranks are: 16 MiB when they share one host (the size that did
+best in both of this VM's shared-memory states), 1 MiB across hosts (over 1 Gbit TCP,
+ResNet-50's allreduce took 1,243-1,348 ms in 1 MiB chunks against 1,563 ms in 16 MiB); see
+docs/benchmarks.md.
 
 The plan is a pure function of the tensors' shapes and dtypes, so every rank computes the same
 plan and issues the same collectives in the same order.
@@ -27,10 +29,16 @@ import numpy as np
 from distrain.engine.buffers import ALIGNMENT, wire_dtype_for
 
 __all__ = ["Direct", "Bucket", "plan_fusion", "chunks", "DEFAULT_FUSION_THRESHOLD",
-           "DEFAULT_CHUNK_BYTES"]
+           "DEFAULT_CHUNK_BYTES", "ONE_HOST_CHUNK_BYTES", "default_chunk_bytes"]
 
 DEFAULT_FUSION_THRESHOLD = 64 * 1024 * 1024
-DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 1024 * 1024             # ranks on more than one host
+ONE_HOST_CHUNK_BYTES = 16 * 1024 * 1024       # every rank on one host (shared memory)
+
+
+def default_chunk_bytes(hosts: int) -> int:
+    """The chunk size for a world spread over ``hosts`` hosts."""
+    return ONE_HOST_CHUNK_BYTES if hosts <= 1 else DEFAULT_CHUNK_BYTES
 
 
 @dataclasses.dataclass(frozen=True)

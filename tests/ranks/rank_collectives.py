@@ -4,6 +4,8 @@ Each rank builds its inputs from its rank, so every rank can compute the expecte
 the whole world with numpy and compare. Values are small integers (exact in float16 and
 bfloat16) unless a test says otherwise.
 """
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -158,6 +160,13 @@ def test_random_floats_average_matches_numpy():
     for i, result in enumerate(results):
         want = np.mean([data[r][i].astype(np.float64) for r in range(SIZE)], axis=0)
         np.testing.assert_allclose(result.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_ranks_on_one_host_send_16_mib_chunks():
+    if hvd.collectives.backend_name() != "mpi" or "DISTRAIN_CHUNK_BYTES" in os.environ:
+        pytest.skip("the mpi backend's default chunk size")
+    assert hvd.cross_size() == 1   # the suite runs on one host
+    assert hvd.collectives.chunk_bytes() == 16 << 20
 
 
 @pytest.mark.parametrize("kind", ["numpy", "tensor"])
