@@ -129,15 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.iters < 1 or args.warmup < 0:
         _parser().error("--iters must be >= 1 and --warmup >= 0")
-    try:
-        flag = "--chunk-sizes"
-        chunk_sizes = megabytes_list(args.chunk_sizes) if args.chunk_sizes else None
-        flag = "--thresholds"
-        thresholds = megabytes_list(args.thresholds) if args.thresholds else None
-    except ValueError as exc:
-        if env.detect_world().rank == 0:
-            print(f"distrain.bench allreduce: {flag} {exc}", file=sys.stderr)
-        return ExitCode.USAGE
     os.environ.setdefault(env.TF_CPP_MIN_LOG_LEVEL, "3")  # as the training program
     tf = import_tensorflow()
 
@@ -153,6 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.USAGE
     if args.op != "allreduce" or ranks:
         return _other_op(args, collectives, process_sets)
+    # checked once MPI runs: a rank that returned before MPI_Init could have mpirun kill
+    # rank 0 before it prints; MPI's finalize waits for every rank
+    try:
+        flag = "--chunk-sizes"
+        chunk_sizes = megabytes_list(args.chunk_sizes) if args.chunk_sizes else None
+        flag = "--thresholds"
+        thresholds = megabytes_list(args.thresholds) if args.thresholds else None
+    except ValueError as exc:
+        if collectives.rank() == 0:
+            print(f"distrain.bench allreduce: {flag} {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     size, rank = collectives.size(), collectives.rank()
