@@ -70,11 +70,9 @@ def _distrain_call(op: str, tensor, part_tensor, process_set, root: int):
     return lambda: collectives.broadcast(tensor, root_rank=root, process_set=process_set)
 
 
-def paired_medians(fns, comm, iters: int, warmup: int) -> list[float]:
-    """The slowest rank's median seconds of each of ``fns``, called in turn (the order
-    reversed every other iteration), a barrier before each call."""
-    from mpi4py import MPI
-
+def paired_times(fns, comm, iters: int, warmup: int) -> list[list[float]]:
+    """This rank's seconds of each of ``fns`` in each timed iteration (``[fn][iteration]``),
+    called in turn (the order reversed every other iteration), a barrier before each call."""
     times: list[list[float]] = [[] for _ in fns]
     for iteration in range(warmup + iters):
         order = range(len(fns)) if iteration % 2 == 0 else reversed(range(len(fns)))
@@ -84,7 +82,15 @@ def paired_medians(fns, comm, iters: int, warmup: int) -> list[float]:
             fns[index]()
             if iteration >= warmup:
                 times[index].append(time.perf_counter() - start)
-    return [comm.allreduce(statistics.median(t), op=MPI.MAX) for t in times]
+    return times
+
+
+def paired_medians(fns, comm, iters: int, warmup: int) -> list[float]:
+    """The slowest rank's median seconds of each of ``fns``, timed by :func:`paired_times`."""
+    from mpi4py import MPI
+
+    return [comm.allreduce(statistics.median(t), op=MPI.MAX)
+            for t in paired_times(fns, comm, iters, warmup)]
 
 
 def run(op: str, megabytes: float, process_set, iters: int, warmup: int) -> dict | None:

@@ -8,9 +8,10 @@ separate invocations, or one after another, compare the host's moods, not the se
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
+
+from distrain.bench.collective_ops import paired_times
 
 __all__ = ["megabytes_list", "sweep", "print_records"]
 
@@ -36,8 +37,8 @@ def sweep(collectives, grouped_allreduce, raw, comm, mpi, chunk_sizes: list[int]
           thresholds: list[int], iters: int, warmup: int) -> list[dict]:
     """Times the grouped allreduce at every (threshold, chunk) against ``raw``.
 
-    Each iteration times ``raw`` and every configuration once, in turn (the order reversed
-    every other iteration), a barrier before each call; a configuration's ratio is the
+    Each iteration times ``raw`` and every configuration once, in turn
+    (:func:`~distrain.bench.collective_ops.paired_times`); a configuration's ratio is the
     median over iterations of its time over raw's time in the same iteration.
 
     Args:
@@ -57,18 +58,16 @@ def sweep(collectives, grouped_allreduce, raw, comm, mpi, chunk_sizes: list[int]
     """
     configs = [(t, c) for t in thresholds for c in chunk_sizes]
     saved = collectives.fusion_threshold(), collectives.chunk_bytes()
-    times = np.zeros((iters, len(configs) + 1))
+
+    def configured(threshold: int, chunk: int):
+        def call():
+            collectives.set_fusion(threshold, chunk)
+            grouped_allreduce()
+        return call
+
     try:
-        for iteration in range(warmup + iters):
-            order = list(range(len(configs) + 1))
-            for index in (order if iteration % 2 == 0 else order[::-1]):
-                if index:
-                    collectives.set_fusion(*configs[index - 1])
-                comm.Barrier()
-                start = time.perf_counter()
-                grouped_allreduce() if index else raw()
-                if iteration >= warmup:
-                    times[iteration - warmup, index] = time.perf_counter() - start
+        times = np.array(paired_times([raw] + [configured(t, c) for t, c in configs], comm,
+                                      iters, warmup)).T
     finally:
         collectives.set_fusion(*saved)
     slowest = np.empty_like(times)
