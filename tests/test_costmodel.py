@@ -137,9 +137,9 @@ def test_time_in_turn_alternates_dicts_round_by_round():
 def test_pair_rounds_merge_adjacent_sub_models_in_their_places():
     from distrain.costmodel.compute import pair_rounds
     functions = {name: name for name in (
-        "data", "layer:a", "layer:b", "layer:c", "wait", "apply", "pair:a")}
+        "data", "layer:a", "layer:b", "layer:c", "pair:a", "whole", "wait", "apply")}
     step, paired = pair_rounds(functions)
-    assert list(step) == ["data", "layer:a", "layer:b", "layer:c", "wait", "apply"]
+    assert list(step) == ["data", "layer:a", "layer:b", "layer:c", "whole", "wait", "apply"]
     assert list(paired) == ["twin:data", "pair:a", "twin:layer:c", "twin:wait", "twin:apply"]
     assert paired["pair:a"] == "pair:a" and paired["twin:layer:c"] == "layer:c"
 
@@ -208,7 +208,11 @@ def test_predict_runs_without_training_or_mpi(keras):
     assert [n for n, _ in prediction.submodels][-1] == "loss"
     assert prediction.call_overhead > 0
     assert prediction.phases["compute"] == pytest.approx(
-        prediction.call_overhead + sum(s for _, s in prediction.submodels))
+        prediction.call_overhead + sum(s for _, s in prediction.submodels)
+        + prediction.interaction)
+    # The whole model was timed: the interaction is its time less the rest, not its default
+    # (signed: the whole model may be faster than its parts' sum).
+    assert prediction.interaction != 0
     for old, new in zip(before, model.weights):  # timing left the model as it was
         np.testing.assert_array_equal(old, np.asarray(new))
     # Rounds: at least `repeats`, more to fill `min_seconds`, as many as `agree` says.

@@ -24,8 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHATIF = [{"ranks": p, "step_s": (10 + p) * MS, "samples_per_s": 64 * p / ((10 + p) * MS),
            "efficiency": 11 / (10 + p)} for p in (1, 2, 4)]
 FULL_PREDICTION = dict(PREDICTION, submodels=[{"name": "dense", "seconds": 1.2 * MS},
-                                              {"name": "dense_1", "seconds": 0.6 * MS}],
-                       call_overhead=0.1 * MS,
+                                              {"name": "dense_1", "seconds": 0.5 * MS}],
+                       call_overhead=0.1 * MS, interaction=0.1 * MS,
                        alpha=25e-6, beta=0.5e-9, gamma=0.1e-9, fusion_threshold=64 * 2 ** 20,
                        recommended_fusion_threshold=16 * 2 ** 20, whatif=WHATIF)
 
@@ -180,8 +180,9 @@ def test_text_report_with_a_prediction():
     assert row(section, "allreduce") == ["allreduce", "3.500", "4.000", "-12.5%"]
     assert row(section, "apply") == ["apply", "4.000", "4.000", "0.0%"]
     assert row(section, "total") == ["total", "10.500", "11.000", "-4.5%"]
-    assert row(section, "dense_1") == ["dense_1", "0.600"]
+    assert row(section, "dense_1") == ["dense_1", "0.500"]
     assert row(section, "(call") == ["(call", "overhead)", "0.100"]
+    assert row(section, "(whole") == ["(whole", "model", "less", "the", "sum)", "0.100"]
     assert row(section, "sum") == ["sum", "1.900"]  # = predicted compute
     assert row(section, "4") == ["4", "14.000", "18,285.7", "78.6%"]
     assert "alpha 25.00 us, beta 0.5000 ns/byte (2.00 GB/s), gamma 0.1000 ns/byte" in section
@@ -234,7 +235,7 @@ def test_a_cost_model_prediction_is_read_through_its_attributes():
     assert predicted == PredictedStep(
         phases, 10.5 * MS, (("dense", 1.2 * MS), ("dense_1", 0.6 * MS)), 0.1 * MS, 0.5 * MS,
         0.2 * MS, 25e-6, 0.5e-9, 0.1e-9, 64 * 2 ** 20, comm.recommended_fusion_threshold(),
-        tuple(WHATIF))
+        tuple(WHATIF), interaction=0.0)
     text = format_report(two_ranks(prediction))
     assert row(text[text.index("cost model"):], "total") == ["total", "10.500", "11.000",
                                                              "-4.5%"]

@@ -1,9 +1,11 @@
 """The step-time cost model: the sum of the sub-models' times plus the allreduce.
 
-    step = data + sum_i T_i + allreduce + apply
+    step = data + sum_i T_i + interaction + allreduce + apply
 
 - ``T_i``: each sub-model's forward and backward at the per-rank batch
   (:mod:`distrain.costmodel.compute`);
+- ``interaction``: what the whole model, timed as one function, takes beyond the sum
+  (signed; activations held until backward, optimizations across sub-models);
 - ``allreduce``: the host's share (conversions, fusion copies, scaling) timed on the
   gradients' shapes (:mod:`distrain.costmodel.host`), plus the ring model over the actual
   fusion plan (:mod:`distrain.costmodel.ring`) with constants calibrated on the job

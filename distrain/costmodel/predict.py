@@ -28,6 +28,9 @@ class Prediction:
             function call; their sum, plus ``call_overhead``, is compute.
         call_overhead: the cost of the step's one function call: one call
             (:func:`call_cost`) and passing it the batch.
+        interaction: what the whole model's forward and backward, timed as one function,
+            takes beyond its sub-models' sum (signed; :mod:`distrain.costmodel.compute`);
+            compute is ``call_overhead`` + the sub-models + ``interaction``.
         comm: the communication model used.
         batch_size: samples per rank.
         gradient_shapes: the gradients' shapes, for what-if questions.
@@ -52,6 +55,7 @@ class Prediction:
     batch_size: int
     gradient_shapes: list
     gradient_dtypes: list
+    interaction: float = 0.0
     host: float = 0.0
     wait: float = 0.0
     rounds: list = dataclasses.field(default_factory=list)
@@ -214,20 +218,23 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     per_call = call_cost(times, names)
     terms = [(name, max(times[f"layer:{name}"] - per_call, 0.0)) for name in names]
     # The step's one call also takes the batch as arguments, which the sub-models do not.
-    call = per_call + max(times.get("call:arguments", 0.0) - times.get("call:none", 0.0), 0.0)
+    passing = max(times.get("call:arguments", 0.0) - times.get("call:none", 0.0), 0.0)
+    call = per_call + passing
+    # The whole model, one function on captured inputs, against one call and the sub-models.
+    interaction = times["whole"] - per_call - sum(s for _, s in terms)
     data_rounds = rounds.get("data", [0.0] * repeats)
-    up_to_allreduce = [data_rounds[k] + sum(rounds[f"layer:{name}"][k] for name in names)
-                       - len(names) * per_call + call for k in range(repeats)]
+    up_to_allreduce = [data_rounds[k] + rounds["whole"][k] + passing for k in range(repeats)]
     variables = list(model.trainable_variables)
     shapes = [tuple(v.shape) for v in variables]
     dtypes = [str(getattr(v.dtype, "name", v.dtype)) for v in variables]
     host, wait = times.get("allreduce", 0.0), times.get("wait", 0.0)
     phases = {"data": times.get("data", 0.0),
-              "compute": call + sum(s for _, s in terms),
+              "compute": call + sum(s for _, s in terms) + interaction,
               "allreduce": 0.0,
               "apply": times.get("apply", 0.0)}
-    prediction = Prediction(phases, terms, call, comm, batch_size, shapes, dtypes, host=host,
-                            wait=wait, rounds=up_to_allreduce,
+    prediction = Prediction(phases, terms, call, comm, batch_size, shapes, dtypes,
+                            interaction=interaction, host=host, wait=wait,
+                            rounds=up_to_allreduce,
                             owners=_owners(model, names, variables), buckets=buckets)
     phases["allreduce"] = wait + prediction.allreduce_at()
     prediction.whatif = whatif(prediction)
@@ -262,6 +269,7 @@ def combine(predictions: list[Prediction]) -> Prediction:
     merged = dataclasses.replace(
         first, phases=phases, submodels=terms,
         call_overhead=statistics.median(p.call_overhead for p in predictions),
+        interaction=statistics.median(p.interaction for p in predictions),
         host=statistics.median(p.host for p in predictions),
         wait=statistics.median(p.wait for p in predictions),
         rounds=[x for p in predictions for x in p.rounds])

@@ -34,6 +34,8 @@ class PredictedStep:
         total: the predicted step, seconds.
         submodels: ``(name, seconds)`` of each sub-model.
         call_overhead: the cost of the step's one function call, seconds.
+        interaction: what the whole model takes beyond its sub-models' sum, seconds
+            (signed).
         allreduce_host: the allreduce's host share, seconds.
         wait: the wait for the slowest rank, seconds (inside ``phases["allreduce"]``).
         alpha: the ring's latency per step, seconds.
@@ -68,6 +70,7 @@ class PredictedStep:
     overlap: bool = False
     recommended_bucket_bytes: int | None = None
     rounds_spread: float | None = None
+    interaction: float | None = None
 
     @classmethod
     def of(cls, prediction) -> "PredictedStep":
@@ -87,7 +90,8 @@ class PredictedStep:
                    {k: v for k, v in getattr(comm, "calibration", {}).items() if k != "sweep"},
                    getattr(prediction, "buckets", None) is not None,
                    getattr(prediction, "recommended_bucket_bytes", lambda: None)(),
-                   _finite(spread(getattr(prediction, "rounds", None) or [])))
+                   _finite(spread(getattr(prediction, "rounds", None) or [])),
+                   getattr(prediction, "interaction", None))
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "PredictedStep":
@@ -101,7 +105,7 @@ class PredictedStep:
                    data.get("fusion_threshold"), data.get("recommended_fusion_threshold"),
                    tuple(data.get("whatif") or []), dict(data.get("calibration") or {}),
                    bool(data.get("overlap")), data.get("recommended_bucket_bytes"),
-                   data.get("rounds_spread"))
+                   data.get("rounds_spread"), data.get("interaction"))
 
     def to_dict(self) -> dict:
         """The JSON form: the report's ``prediction`` object."""
@@ -114,4 +118,4 @@ class PredictedStep:
                 "whatif": [dict(w) for w in self.whatif],
                 "calibration": dict(self.calibration), "overlap": self.overlap,
                 "recommended_bucket_bytes": self.recommended_bucket_bytes,
-                "rounds_spread": self.rounds_spread}
+                "rounds_spread": self.rounds_spread, "interaction": self.interaction}

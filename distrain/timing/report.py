@@ -239,9 +239,12 @@ def _submodel_lines(prediction: PredictedStep) -> list[str]:
         return []
     if prediction.call_overhead is not None:
         terms.append(("(call overhead)", float(prediction.call_overhead)))
+    if prediction.interaction is not None:
+        terms.append(("(whole model less the sum)", float(prediction.interaction)))
     rows = [[name, _ms(s)] for name, s in terms]
     rows.append(["sum", _ms(math.fsum(s for _, s in terms))])
-    return ["", "sub-models (predicted forward + backward on the per-rank batch, ms)",
+    return ["", "sub-models (predicted forward + backward on the per-rank batch, ms; the "
+                "whole model timed as one function less the rest is its own line)",
             *_table(["sub-model", "ms"], rows)]
 
 
