@@ -24,6 +24,19 @@ def test_fit_recovers_alpha_and_beta_exactly():
         fit_alpha_beta([1], [1.0], 2)
 
 
+def test_the_chunk_beta_puts_the_line_through_the_chunks_time():
+    from distrain.costmodel.calibrate import chunk_beta
+    alpha, p = 3e-6, 4
+    sizes = [256, 4096, 65536, 1 << 20]
+    times = [ring_time(n, p, alpha, 2e-10) for n in sizes]
+    times[-1] *= 1.5  # the chunk moves slower than the middle sizes say
+    beta = chunk_beta(sizes, times, p, alpha, 2e-10)
+    assert ring_time(1 << 20, p, alpha, beta) == pytest.approx(times[-1], rel=1e-12)
+    assert beta > 2e-10
+    # a chunk no slower than the latency: the fitted beta stays
+    assert chunk_beta([256, 1024], [1e-6, 1e-6], 2, 1e-6, 3e-10) == 3e-10
+
+
 def test_allreduce_time_follows_the_fusion_plan_and_chunks():
     comm = CommModel(size=2, alpha=1e-6, beta=1e-9, gamma=1e-10, call_overhead=1e-4,
                      tensor_overhead=1e-5, chunk_bytes=1 << 20, fusion_threshold=64 << 20)
