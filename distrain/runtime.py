@@ -167,16 +167,16 @@ def allreduce_runner(op, compression, label: str):
     return lambda arrays: active.allreduce(arrays, op, wire_dtype, label)
 
 
-def message_allreduce(send: np.ndarray, recv: np.ndarray) -> None:
-    """Sums a float32 buffer across ranks as one message, without negotiation or fusion.
+def message_allreduce(buffer: np.ndarray) -> None:
+    """Sums a float32 buffer across ranks in place, as one message, without negotiation or
+    fusion: as the engine reduces each chunk of a bucket.
 
     What the cost model calibrates its per-message constants on; every rank must call it
     with the same size, at most :func:`chunk_bytes`.
 
     Args:
-        send: this rank's values.
-        recv: where the sum goes, the same shape.
+        buffer: this rank's values; the sum replaces them.
     """
     active = backend()
     drain_process_queue()
-    active.message_allreduce(send, recv)
+    active.message_allreduce(buffer)

@@ -101,7 +101,8 @@ def test_the_report_says_where_the_calibration_came_from():
     ([1e-5, 1e-4, 1e-3], 1e-9, ""),
     ([1e-5, 1e-5, 1e-5], 0.0, "beta = 0 ns/byte"),
     ([1e-4, 1e-4, 1e-3], 1e-9, "latency 2(p-1) alpha = 10.0 us against 100.0 us"),
-    ([1e-5, 1e-3, 1e-3], 1e-9, "the fit misses one of the sweep's sizes by"),
+    ([1e-5, 1e-3, 1e-3], 1e-9, "the fit misses one of the sweep's sizes by a factor of"),
+    ([1e-5, 2e-4, 1e-3], 1e-9, ""),  # 2.6 times the line: a transport changing protocol
 ])
 def test_implausible_fits_are_named(seconds, beta, problem):
     sizes = [256, 65536, 1 << 20]
@@ -112,12 +113,12 @@ def test_implausible_fits_are_named(seconds, beta, problem):
 def test_an_implausible_sweep_is_measured_once_more_with_more_repeats(monkeypatch):
     asked = []
 
-    def flat_sweep(chunk, repeats):   # every size as fast as the smallest: beta fits 0
+    def flat_sweep(chunk, repeats, threshold):   # every size as fast as the smallest: beta 0
         asked.append(repeats)
         return [256, 4096, 65536], [1e-5, 1e-5, 1e-5]
 
     monkeypatch.setattr(calibration, "_sweep", flat_sweep)
-    alpha, beta, problem, sweep = calibration._fit(1 << 20, 10, 2)
+    alpha, beta, problem, sweep = calibration._fit(1 << 20, 10, 2, 64 << 20)
     assert asked == [10, 20] and "larger messages were not slower" in problem
     assert sweep["seconds"] == [1e-5, 1e-5, 1e-5]
 

@@ -195,9 +195,9 @@ class Backend:
         """
         raise NotImplementedError(f"the {self.name} backend takes numpy arrays")
 
-    def message_allreduce(self, send: np.ndarray, recv: np.ndarray) -> None:
-        """Sums ``send`` into ``recv`` as one message, with no negotiation or fusion: what
-        the cost model's calibration times (a float32 buffer of at most :attr:`chunk_bytes`).
+    def message_allreduce(self, buffer: np.ndarray) -> None:
+        """Sums ``buffer`` in place as one message, with no negotiation or fusion: what the
+        cost model's calibration times (a float32 buffer of at most :attr:`chunk_bytes`).
         """
         raise NotImplementedError
 

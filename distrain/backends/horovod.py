@@ -198,9 +198,9 @@ class HorovodBackend(Backend):
     def mpi_threads_supported(self):
         return bool(self.hvd.mpi_threads_supported())
 
-    def message_allreduce(self, send, recv):
+    def message_allreduce(self, buffer):
         """Horovod's whole allreduce call (its negotiation included) is the message."""
-        recv[...] = self.allreduce([send], ReduceOp.SUM, None, "message_allreduce")[0]
+        buffer[...] = self.allreduce([buffer], ReduceOp.SUM, None, "message_allreduce")[0]
 
     def allgather_object(self, obj):
         return list(self.hvd.allgather_object(obj, process_set=self.process_set))

@@ -84,8 +84,8 @@ class LocalBackend(EngineBackend):
     def join(self):
         return 0
 
-    def message_allreduce(self, send, recv):
-        self.engine.transport.allreduce(send, recv, ReduceOp.SUM)
+    def message_allreduce(self, buffer):
+        self.engine.transport.allreduce(None, buffer, ReduceOp.SUM)
 
     def allgather_object(self, obj):
         return [obj]

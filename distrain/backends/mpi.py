@@ -227,8 +227,8 @@ class MPIBackend(EngineBackend):
     def mpi_threads_supported(self):
         return self.MPI.Query_thread() == self.MPI.THREAD_MULTIPLE
 
-    def message_allreduce(self, send, recv):
-        self.transport.allreduce(send, recv, ReduceOp.SUM)
+    def message_allreduce(self, buffer):
+        self.transport.allreduce(None, buffer, ReduceOp.SUM)
 
     def barrier(self):
         self.negotiation.agree("barrier", "", "barrier", plan=lambda: Plan("barrier"))
