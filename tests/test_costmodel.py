@@ -24,6 +24,15 @@ def test_fit_recovers_alpha_and_beta_exactly():
         fit_alpha_beta([1], [1.0], 2)
 
 
+def test_a_sparse_gradient_is_two_allgathers():
+    comm = CommModel(size=2, alpha=1e-6, beta=1e-9, call_overhead=1e-4)
+    assert comm.allgather_time(1000) == pytest.approx(1e-4 + 1e-6 + 1000e-9)
+    assert comm.allgather_time(1000, size=4) == pytest.approx(1e-4 + 3 * (1e-6 + 1000e-9))
+    assert comm.allgather_time(1000, size=1) == 0
+    assert comm.sparse_time(10, 32, size=4) == pytest.approx(
+        comm.allgather_time(320, 4) + comm.allgather_time(80, 4))
+
+
 def test_the_chunk_beta_puts_the_line_through_the_chunks_time():
     from distrain.costmodel.calibrate import chunk_beta
     alpha, p = 3e-6, 4
@@ -250,6 +259,24 @@ def test_predict_runs_without_training_or_mpi(keras):
         [t for _, t in overlapped.submodels], overlapped.owners, overlapped.gradient_shapes,
         overlapped.gradient_dtypes, comm, 64, 256))
     assert overlapped.recommended_bucket_bytes() >= 1 << 16
+
+
+def test_an_embeddings_gradient_is_predicted_as_gathered_rows(keras):
+    inputs = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(500, 8)(inputs)
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    comm = costmodel.CommModel(size=2, alpha=1e-5, beta=1e-9, call_overhead=1e-4)
+    prediction = costmodel.predict(model, batch_size=4, num_classes=3, repeats=3,
+                                   min_seconds=0, comm=comm,
+                                   optimizer=keras.optimizers.Adam(0.01))
+    assert prediction.sparse == {0: 24}  # 4 samples x 6 tokens
+    dense = prediction.gradient_shapes[1:]
+    assert prediction.allreduce_at(4) == pytest.approx(
+        comm.sparse_time(24, 8 * 4, 4)
+        + comm.allreduce_time(dense, prediction.gradient_dtypes[1:], size=4,
+                              host=prediction.host))
+    assert prediction.phases["apply"] > 0
 
 
 @pytest.mark.timeout(240)

@@ -218,7 +218,8 @@ def pair_rounds(functions: dict) -> list[dict]:
 
 
 def step_functions(model, batch_size: int, num_classes: int | None = None,
-                   optimizer=None, data=None, seed: int = 0, comm=None, sync=None) -> dict:
+                   optimizer=None, data=None, seed: int = 0, comm=None, sync=None,
+                   sparse: dict | None = None) -> dict:
     """The cost model's terms as zero-argument callables, in step order.
 
     - ``data`` (when ``data`` is given): one batch fetch;
@@ -250,6 +251,9 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
         comm: the :class:`~distrain.costmodel.ring.CommModel` (world size, fusion
             threshold, chunk size) of the allreduce.
         sync: a barrier across the job's ranks.
+        sparse: filled with ``index -> rows`` for each trainable variable whose gradient
+            is a ``tf.IndexedSlices`` (an embedding's): the allreduce gathers those rows, not
+            the dense tensor, and so do the allreduce and apply terms here.
 
     Returns:
         name -> callable, in the order above.
@@ -272,13 +276,19 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
         functions[f"layer:{name}"] = _pieces_function(tf, [piece])
     for (name, first), (_, second) in adjacent_pairs(pieces):
         functions[f"pair:{name}"] = _pieces_function(tf, [first, second])
-    functions["whole"] = _whole_function(tf, model, arguments, bool(num_classes))
-    gradients = [tf.ones(v.shape, v.dtype) * 1e-6 for v in model.trainable_variables]
+    functions["whole"] = whole = _whole_function(tf, model, arguments, bool(num_classes))
+    rows = _sparse_rows(tf, whole, bool(num_classes))
+    if sparse is not None:
+        sparse.update(rows)
+    size = comm.size if comm is not None else 1
+    gradients = [_sparse_gradient(tf, v, rows[i] * size, rng) if i in rows
+                 else tf.ones(v.shape, v.dtype) * 1e-6
+                 for i, v in enumerate(model.trainable_variables)]
     averaged = [gradients]  # the allreduce term's latest result, for the apply term
     if sync is not None:
         functions["wait"] = sync
     if comm is not None:
-        functions["allreduce"] = _allreduce_term(gradients, comm, averaged)
+        functions["allreduce"] = _allreduce_term(gradients, comm, averaged, set(rows))
     if optimizer is not None:
         functions["apply"] = _apply_term(tf, optimizer, model, averaged)
     return functions
@@ -309,6 +319,24 @@ def _whole_function(tf, model, arguments: list, with_loss: bool) -> Callable[[],
         return tape.gradient(loss, variables), correct
 
     return whole
+
+
+def _sparse_rows(tf, whole, with_loss: bool) -> dict[int, int]:
+    """``index -> rows`` of the gradients ``whole`` returns as ``tf.IndexedSlices`` with a
+    known number of rows (read from its trace)."""
+    outputs = whole.get_concrete_function().structured_outputs
+    gradients = outputs[0] if with_loss else outputs
+    return {i: int(g.values.shape[0]) for i, g in enumerate(gradients)
+            if isinstance(g, tf.IndexedSlices) and g.values.shape[0] is not None}
+
+
+def _sparse_gradient(tf, variable, rows: int, rng):
+    """A ``tf.IndexedSlices`` gradient of ``variable``: ``rows`` random rows, as the
+    allreduce hands on an embedding's gathered from every rank."""
+    shape = tuple(variable.shape)
+    values = tf.ones((rows,) + shape[1:], variable.dtype) * 1e-6
+    indices = tf.constant(rng.integers(0, shape[0], size=rows), tf.int64)
+    return tf.IndexedSlices(values, indices, dense_shape=tf.constant(shape, tf.int64))
 
 
 def _batch_fetch(tf, data, batch_size: int, rng) -> Callable[[], None]:
@@ -361,14 +389,19 @@ def _loss_piece(tf, num_classes: int, batch_size: int, rng) -> tuple:
     return labels, _Piece(loss_and_correct, [logits], [])
 
 
-def _allreduce_term(gradients: list, comm, averaged: list) -> Callable[[], None]:
-    """The host's share of averaging ``gradients``; its result goes to ``averaged[0]``."""
+def _allreduce_term(gradients: list, comm, averaged: list, sparse: set) -> Callable[[], None]:
+    """The host's share of averaging the dense ``gradients`` (those not in ``sparse``, whose
+    gathered rows are kept as they are); the result goes to ``averaged[0]``."""
     from distrain.costmodel.host import host_allreduce
-    reduce = host_allreduce(gradients, comm.size, comm.fusion_threshold, comm.chunk_bytes,
-                            comm.wire_dtype)
+    dense = [i for i in range(len(gradients)) if i not in sparse]
+    reduce = host_allreduce([gradients[i] for i in dense], comm.size, comm.fusion_threshold,
+                            comm.chunk_bytes, comm.wire_dtype)
 
     def allreduce():
-        averaged[0] = reduce()
+        result = list(gradients)
+        for i, g in zip(dense, reduce()):
+            result[i] = g
+        averaged[0] = result
     return allreduce
 
 

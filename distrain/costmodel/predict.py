@@ -46,6 +46,8 @@ class Prediction:
         buckets: ``(first bucket bytes, bucket bytes)`` when the step overlaps the
             allreduce with backward (its allreduce phase is then the exposed part,
             :mod:`distrain.costmodel.exposed_allreduce`); None when it does not.
+        sparse: ``index -> rows`` of the gradients that are ``tf.IndexedSlices`` (an
+            embedding's): allgathered, not reduced (:meth:`CommModel.sparse_time`).
     """
 
     phases: dict
@@ -62,9 +64,19 @@ class Prediction:
     whatif: list = dataclasses.field(default_factory=list)
     owners: list = dataclasses.field(default_factory=list)
     buckets: tuple | None = None
+    sparse: dict = dataclasses.field(default_factory=dict)
 
     def allreduce_at(self, size: int | None = None) -> float:
         """The allreduce phase less the wait, at ``size`` ranks (default: the measured)."""
+        if self.sparse and self.buckets is None:
+            dense = [i for i in range(len(self.gradient_shapes)) if i not in self.sparse]
+            gathered = sum(self.comm.sparse_time(
+                rows, int(np.prod(self.gradient_shapes[i][1:], dtype=np.int64))
+                * np.dtype(self.gradient_dtypes[i]).itemsize, size)
+                for i, rows in self.sparse.items())
+            return gathered + self.comm.allreduce_time(
+                [self.gradient_shapes[i] for i in dense],
+                [self.gradient_dtypes[i] for i in dense], size=size, host=self.host)
         if self.buckets is not None:
             return exposed_allreduce([s for _, s in self.submodels], self.owners,
                                      self.gradient_shapes, self.gradient_dtypes, self.comm,
@@ -202,8 +214,9 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
     try:
         # Rounds of the step take turns with rounds in which adjacent sub-models are merged
         # in pairs, so each pair is timed in its sub-models' place.
+        sparse: dict = {}
         turns = pair_rounds(step_functions(model, batch_size, num_classes, optimizer, data,
-                                           comm=comm, sync=sync))
+                                           comm=comm, sync=sync, sparse=sparse))
         probe = time_in_turn(turns, 1)  # after two untimed rounds of each
         took = sum(sum(values) for values in probe.values())
         repeats = min(max(repeats, math.ceil(min_seconds / max(took, 1e-9))), 2000)
@@ -234,7 +247,7 @@ def predict(model, batch_size: int, num_classes: int | None = None, optimizer=No
               "apply": times.get("apply", 0.0)}
     prediction = Prediction(phases, terms, call, comm, batch_size, shapes, dtypes,
                             interaction=interaction, host=host, wait=wait,
-                            rounds=up_to_allreduce,
+                            rounds=up_to_allreduce, sparse=sparse,
                             owners=_owners(model, names, variables), buckets=buckets)
     phases["allreduce"] = wait + prediction.allreduce_at()
     prediction.whatif = whatif(prediction)

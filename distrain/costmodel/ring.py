@@ -161,6 +161,21 @@ class CommModel:
                 total += self.message_time((stop - start) * itemsize, size)
         return total
 
+    def allgather_time(self, nbytes: float, size: int | None = None) -> float:
+        """Predicted time of one allgather of ``nbytes`` from each rank: a call, and a ring
+        of ``p - 1`` steps each passing one rank's part, ``(p-1) (alpha + n beta)``."""
+        size = self.size if size is None else size
+        if size <= 1:
+            return 0.0
+        return self.call_overhead + (size - 1) * (self.alpha + nbytes * self.beta)
+
+    def sparse_time(self, rows: int, row_bytes: int, size: int | None = None) -> float:
+        """Predicted time of averaging one ``tf.IndexedSlices`` gradient of ``rows`` rows of
+        ``row_bytes`` each: distrain (as Horovod) allgathers its values and its (int64)
+        indices instead of reducing the dense tensor."""
+        return (self.allgather_time(rows * row_bytes, size)
+                + self.allgather_time(rows * 8, size))
+
     def recommended_fusion_threshold(self, size: int | None = None) -> int:
         """The smallest bucket whose latency is at most 5 % of its transfer time.
 
