@@ -142,7 +142,9 @@ def chunk_bytes() -> int:
 def set_fusion(threshold: int, chunk_bytes: int) -> None:
     """Sets the running backend's fusion threshold and chunk size (bytes; 0: one message
     per tensor, and no chunking), for the collectives that follow on this rank. Every rank
-    must set the same values, between the same collectives.
+    must set the same values, between the same collectives: an allreduce between ranks that
+    differ raises :class:`~distrain.backends.base.CollectiveMismatchError` naming their values
+    (where signatures are checked).
 
     Raises:
         NotImplementedError: the backend (Horovod's) does not fuse by distrain's plan.

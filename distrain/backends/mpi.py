@@ -147,9 +147,11 @@ class MPIBackend(EngineBackend):
             collective_timeline.record(kind.upper(), label, began, time.perf_counter())
 
     def allreduce(self, arrays, op, wire_dtype, label):
+        # ranks that fuse or chunk differently would send messages of different sizes
+        fusion = f"fusion {self.engine.fusion_threshold} B, chunks {self.engine.chunk_bytes} B"
         self.negotiation.agree(
-            "allreduce", allreduce_signature(op, wire_dtype, arrays), label,
-            describe=lambda: (f"op {op.name}", describe_arrays(arrays)),
+            "allreduce", allreduce_signature(op, wire_dtype, arrays, fusion), label,
+            describe=lambda: (f"op {op.name}, {fusion}", describe_arrays(arrays)),
             plan=lambda: Plan("allreduce", _specs(arrays), op.value, wire_dtype))
         with self._moving("adasum" if op is ReduceOp.ADASUM else "allreduce", label):
             return self._reduce(arrays, op, wire_dtype)

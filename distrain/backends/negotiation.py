@@ -33,9 +33,10 @@ __all__ = ["Plan", "Negotiation", "allreduce_signature", "signature_hash", "desc
            "difference"]
 
 
-def allreduce_signature(op, wire_dtype, arrays) -> str:
-    """What must be equal on every rank for a grouped allreduce: op, wire dtype, tensors."""
-    return f"{op.value}|{wire_dtype}|" + ";".join(
+def allreduce_signature(op, wire_dtype, arrays, fusion: str = "") -> str:
+    """What must be equal on every rank for a grouped allreduce: op, wire dtype, tensors,
+    and ``fusion`` (how the engine cuts them into messages, where it does)."""
+    return f"{op.value}|{wire_dtype}|{fusion}|" + ";".join(
         f"{a.dtype.str}{a.shape}" for a in arrays)
 
 

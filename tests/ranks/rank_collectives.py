@@ -310,6 +310,20 @@ def test_mismatched_dtypes_and_counts_are_caught():
         hvd.broadcast(np.zeros(2), root_rank=RANK % 2)
 
 
+@needs_two
+@mpi_messages
+def test_ranks_that_fuse_differently_are_caught():
+    collectives = hvd.collectives
+    saved = collectives.fusion_threshold(), collectives.chunk_bytes()
+    collectives.set_fusion(saved[0] if RANK else saved[0] // 2, saved[1])
+    try:
+        with pytest.raises(hvd.CollectiveMismatchError, match="fusion"):
+            hvd.grouped_allreduce([np.ones(4, np.float32)], op=hvd.Sum)
+    finally:
+        collectives.set_fusion(*saved)
+    np.testing.assert_array_equal(hvd.allreduce(np.ones(2), op=hvd.Sum), np.full(2, SIZE))
+
+
 def test_bad_arguments_raise_before_communicating():
     with pytest.raises(ValueError, match="unknown reduction op 'median'"):
         hvd.allreduce(np.ones(2), op="median")
