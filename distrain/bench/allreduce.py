@@ -180,9 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             comm.Allreduce(flat_in[start:start + chunk], flat_out[start:start + chunk], MPI.SUM)
 
     if chunk_sizes or thresholds:
-        records = sweep(collectives,
-                        lambda: collectives.grouped_allreduce(grads, compression=compression),
-                        lambda: comm.Allreduce(flat_in, flat_out, MPI.SUM), comm, MPI,
+        records = sweep(lambda: collectives.grouped_allreduce(grads, compression=compression),
+                        lambda: comm.Allreduce(flat_in, flat_out, MPI.SUM), comm,
                         chunk_sizes or [collectives.chunk_bytes()],
                         thresholds or [collectives.fusion_threshold()], args.iters, args.warmup)
         if rank == 0:

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 
+from distrain import collectives
 from distrain.bench.collective_ops import paired_times
 
 __all__ = ["megabytes_list", "sweep", "print_records"]
@@ -33,21 +34,21 @@ def megabytes_list(text: str) -> list[int]:
     return [int(v * MIB) for v in values]
 
 
-def sweep(collectives, grouped_allreduce, raw, comm, mpi, chunk_sizes: list[int],
-          thresholds: list[int], iters: int, warmup: int) -> list[dict]:
+def sweep(grouped_allreduce, raw, comm, chunk_sizes: list[int], thresholds: list[int],
+          iters: int, warmup: int) -> list[dict]:
     """Times the grouped allreduce at every (threshold, chunk) against ``raw``.
 
     Each iteration times ``raw`` and every configuration once, in turn
     (:func:`~distrain.bench.collective_ops.paired_times`); a configuration's ratio is the
     median over iterations of its time over raw's time in the same iteration.
 
+    The fusion threshold and chunk size of :mod:`distrain.collectives` are set in turn,
+    and restored afterwards.
+
     Args:
-        collectives: :mod:`distrain.collectives`, whose fusion threshold and chunk size are
-            set in turn (restored afterwards).
         grouped_allreduce: reduces the gradient list once.
         raw: the reference (one raw MPI Allreduce of the same bytes).
-        comm: the communicator to synchronise on.
-        mpi: mpi4py's ``MPI`` module.
+        comm: the mpi4py communicator to synchronise on.
         chunk_sizes, thresholds: bytes.
         iters, warmup: timed and untimed repetitions of each.
 
@@ -70,8 +71,7 @@ def sweep(collectives, grouped_allreduce, raw, comm, mpi, chunk_sizes: list[int]
                                       iters, warmup)).T
     finally:
         collectives.set_fusion(*saved)
-    slowest = np.empty_like(times)
-    comm.Allreduce(times, slowest, op=mpi.MAX)
+    slowest = np.max(comm.allgather(times), axis=0)
     medians = np.median(slowest, axis=0)
     ratios = slowest[:, 1:] / slowest[:, :1]
     q1, q2, q3 = np.quantile(ratios, [0.25, 0.5, 0.75], axis=0)
