@@ -45,6 +45,8 @@ from typing import Callable
 import numpy as np
 
 from distrain.costmodel.model_cuts import submodels
+from distrain.costmodel.step_terms import (allreduce_term, apply_term, batch_fetch,
+                                         sparse_gradient, sparse_rows, whole_function)
 
 __all__ = ["step_functions", "pair_rounds", "adjacent_pairs", "time_in_turn",
            "median_seconds"]
@@ -262,7 +264,7 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
     rng = np.random.default_rng(seed)
     functions = {}
     if data is not None:
-        functions["data"] = _batch_fetch(tf, data, batch_size, rng)
+        functions["data"] = batch_fetch(tf, data, batch_size, rng)
     specs, _ = _input_specs(model, batch_size)
     arguments = [_random(tf, shape, dtype, rng) for shape, dtype in specs]
     pieces = _submodel_pieces(tf, model, batch_size, rng)
@@ -276,82 +278,22 @@ def step_functions(model, batch_size: int, num_classes: int | None = None,
         functions[f"layer:{name}"] = _pieces_function(tf, [piece])
     for (name, first), (_, second) in adjacent_pairs(pieces):
         functions[f"pair:{name}"] = _pieces_function(tf, [first, second])
-    functions["whole"] = whole = _whole_function(tf, model, arguments, bool(num_classes))
-    rows = _sparse_rows(tf, whole, bool(num_classes))
+    functions["whole"] = whole = whole_function(tf, model, arguments, bool(num_classes))
+    rows = sparse_rows(tf, whole, bool(num_classes))
     if sparse is not None:
         sparse.update(rows)
     size = comm.size if comm is not None else 1
-    gradients = [_sparse_gradient(tf, v, rows[i] * size, rng) if i in rows
+    gradients = [sparse_gradient(tf, v, rows[i] * size, rng) if i in rows
                  else tf.ones(v.shape, v.dtype) * 1e-6
                  for i, v in enumerate(model.trainable_variables)]
     averaged = [gradients]  # the allreduce term's latest result, for the apply term
     if sync is not None:
         functions["wait"] = sync
     if comm is not None:
-        functions["allreduce"] = _allreduce_term(gradients, comm, averaged, set(rows))
+        functions["allreduce"] = allreduce_term(gradients, comm, averaged, set(rows))
     if optimizer is not None:
-        functions["apply"] = _apply_term(tf, optimizer, model, averaged)
+        functions["apply"] = apply_term(tf, optimizer, model, averaged)
     return functions
-
-
-def _whole_function(tf, model, arguments: list, with_loss: bool) -> Callable[[], object]:
-    """The whole model's forward and backward as the step runs them, on captured
-    ``arguments`` (the inputs, then the labels where ``with_loss``): the gradients of every
-    trainable weight of the loss (the model's own losses added), and the count of correct
-    predictions; without the loss, the backward is seeded with ones."""
-    import keras
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    inputs = arguments[:-1] if with_loss else arguments
-    variables = list(model.trainable_variables)
-
-    @tf.function
-    def whole():
-        xs = [tf.identity(x) for x in inputs]
-        with tf.GradientTape() as tape:
-            out = model(xs if len(xs) > 1 else xs[0], training=True)
-            loss = loss_fn(arguments[-1], out) if with_loss else out
-            if with_loss and model.losses:
-                loss = loss + tf.add_n(model.losses)
-        if not with_loss:
-            return tape.gradient(loss, variables)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(out, axis=-1), arguments[-1]),
-                                        tf.float32))
-        return tape.gradient(loss, variables), correct
-
-    return whole
-
-
-def _sparse_rows(tf, whole, with_loss: bool) -> dict[int, int]:
-    """``index -> rows`` of the gradients ``whole`` returns as ``tf.IndexedSlices`` with a
-    known number of rows (read from its trace)."""
-    outputs = whole.get_concrete_function().structured_outputs
-    gradients = outputs[0] if with_loss else outputs
-    return {i: int(g.values.shape[0]) for i, g in enumerate(gradients)
-            if isinstance(g, tf.IndexedSlices) and g.values.shape[0] is not None}
-
-
-def _sparse_gradient(tf, variable, rows: int, rng):
-    """A ``tf.IndexedSlices`` gradient of ``variable``: ``rows`` random rows, as the
-    allreduce hands on an embedding's gathered from every rank."""
-    shape = tuple(variable.shape)
-    values = tf.ones((rows,) + shape[1:], variable.dtype) * 1e-6
-    indices = tf.constant(rng.integers(0, shape[0], size=rows), tf.int64)
-    return tf.IndexedSlices(values, indices, dense_shape=tf.constant(shape, tf.int64))
-
-
-def _batch_fetch(tf, data, batch_size: int, rng) -> Callable[[], None]:
-    """Reads one batch as the training program does: a sorted slice of a shuffle."""
-    x_train, y_train = data
-    order = rng.permutation(len(x_train))
-    cursor = [0]
-
-    def fetch():
-        start = cursor[0] % max(1, len(order) - batch_size)
-        cursor[0] += batch_size
-        rows = np.sort(order[start:start + batch_size])
-        tf.convert_to_tensor(x_train[rows])
-        tf.convert_to_tensor(y_train[rows])
-    return fetch
 
 
 def _submodel_pieces(tf, model, batch_size: int, rng) -> list[tuple[str, _Piece]]:
@@ -387,34 +329,3 @@ def _loss_piece(tf, num_classes: int, batch_size: int, rng) -> tuple:
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(z, axis=-1), labels), tf.float32))
         return loss_fn(labels, z), tf.stop_gradient(correct)
     return labels, _Piece(loss_and_correct, [logits], [])
-
-
-def _allreduce_term(gradients: list, comm, averaged: list, sparse: set) -> Callable[[], None]:
-    """The host's share of averaging the dense ``gradients`` (those not in ``sparse``, whose
-    gathered rows are kept as they are); the result goes to ``averaged[0]``."""
-    from distrain.costmodel.host import host_allreduce
-    dense = [i for i in range(len(gradients)) if i not in sparse]
-    reduce = host_allreduce([gradients[i] for i in dense], comm.size, comm.fusion_threshold,
-                            comm.chunk_bytes, comm.wire_dtype)
-
-    def allreduce():
-        result = list(gradients)
-        for i, g in zip(dense, reduce()):
-            result[i] = g
-        averaged[0] = result
-    return allreduce
-
-
-def _apply_term(tf, optimizer, model, averaged: list) -> Callable[[], None]:
-    """The optimizer's update of copies of the weights, by the gradients in ``averaged[0]``
-    (fresh each round when the allreduce term runs)."""
-    import keras
-    make = getattr(keras, "Variable", tf.Variable)  # Keras 3 updates its own Variable type
-    copies = [make(np.zeros(v.shape, np.float32)) for v in model.trainable_variables]
-    twin = optimizer.__class__.from_config(optimizer.get_config())
-    twin.build(copies)
-
-    @tf.function
-    def apply(gradients):  # an argument, not a capture: no constant folding
-        twin.apply_gradients(zip(gradients, copies))
-    return lambda: apply(averaged[0])
