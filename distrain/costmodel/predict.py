@@ -68,21 +68,18 @@ class Prediction:
 
     def allreduce_at(self, size: int | None = None) -> float:
         """The allreduce phase less the wait, at ``size`` ranks (default: the measured)."""
-        if self.sparse and self.buckets is None:
-            dense = [i for i in range(len(self.gradient_shapes)) if i not in self.sparse]
-            gathered = sum(self.comm.sparse_time(
-                rows, int(np.prod(self.gradient_shapes[i][1:], dtype=np.int64))
-                * np.dtype(self.gradient_dtypes[i]).itemsize, size)
-                for i, rows in self.sparse.items())
-            return gathered + self.comm.allreduce_time(
-                [self.gradient_shapes[i] for i in dense],
-                [self.gradient_dtypes[i] for i in dense], size=size, host=self.host)
         if self.buckets is not None:
             return exposed_allreduce([s for _, s in self.submodels], self.owners,
                                      self.gradient_shapes, self.gradient_dtypes, self.comm,
                                      *self.buckets, size=size)
-        return self.comm.allreduce_time(self.gradient_shapes, self.gradient_dtypes,
-                                        size=size, host=self.host)
+        dense = [i for i in range(len(self.gradient_shapes)) if i not in self.sparse]
+        gathered = sum(self.comm.sparse_time(
+            rows, int(np.prod(self.gradient_shapes[i][1:], dtype=np.int64))
+            * np.dtype(self.gradient_dtypes[i]).itemsize, size)
+            for i, rows in self.sparse.items())
+        return gathered + self.comm.allreduce_time(
+            [self.gradient_shapes[i] for i in dense], [self.gradient_dtypes[i] for i in dense],
+            size=size, host=self.host)
 
     def recommended_bucket_bytes(self) -> int | None:
         """The overlap bucket size that leaves the least allreduce exposed; None without
