@@ -13,6 +13,7 @@ from distrain.timing.timer import StepTimer
 from distrain.train import checkpoint, data as datasets, resume
 from distrain.train.agreement import agree
 from distrain.train.config import TrainConfig
+from distrain.train.heap import frozen_heap
 from distrain.train.lr_schedule import Schedule
 from distrain.train.models import build_model
 from distrain.train.position import Position, position_of, rank_batch
@@ -211,8 +212,9 @@ class _Run:
         train_step = TrainStep(self.model, self.optimizer,
                                ops.Compression.by_name(config.compression), self.timer,
                                self.overlap, config.backward_passes)
-        while self.position.epoch < config.epochs:
-            self._epoch(train_step)
+        with frozen_heap():
+            while self.position.epoch < config.epochs:
+                self._epoch(train_step)
         step = self.position.step
         if self.rank == 0 and config.checkpoint_dir and step > start and self.saved != step:
             self.save(self.position)
