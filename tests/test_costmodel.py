@@ -291,6 +291,9 @@ def test_bench_costmodel_predicts_every_phase_under_mpirun_with_2_ranks(tmp_path
     assert report["repeats"] == 2 and [r["model"] for r in report["rows"]] == ["mlp", "cnn"]
     for row in report["rows"]:
         assert row["ranks"] == 2 and len(row["run_errors_pct"]) == 2
+        for run, error in zip(row["runs_ms"], row["run_errors_pct"]):  # each run's own
+            assert error == pytest.approx(100 * (run["predicted"]["total"] - run["measured"][
+                "total"]) / run["measured"]["total"], abs=0.2)
         for table in (row["predicted_ms"], row["measured_ms"]):
             assert set(table) == {"data", "compute", "allreduce", "apply", "total"}
             assert table["total"] > 0 and table["compute"] > 0

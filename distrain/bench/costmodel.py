@@ -3,8 +3,8 @@
 For each model (default: the built-ins mlp, cnn and resnet) it trains on synthetic data for
 ``--steps`` steps with the cost model on, ``--repeats`` times, and prints the predicted and
 measured (median over ranks of each rank's median, then over the runs) time of each phase
-and of the whole step, then each run's signed error of the total, (predicted - measured) /
-measured, with their median, and which runs were disturbed (ranks whose steps scattered or
+and of the whole step (each run's own under ``runs_ms`` in ``--json``), then each run's
+signed error of the total, (predicted - measured) / measured, with their median, and which runs were disturbed (ranks whose steps scattered or
 lagged: :mod:`distrain.timing.trust`). The closing line is over every run of every model:
 the median and the worst |error|. It also prints what the step timer itself costs.
 
@@ -77,6 +77,10 @@ def _one_run(model: str, args, calibrate: bool) -> tuple[dict, dict, list, objec
     return predicted, measured, shaken, result.prediction.comm
 
 
+def _ms(seconds: dict) -> dict:
+    return {k: round(v * 1e3, 3) for k, v in seconds.items()}
+
+
 def _error(predicted: float, measured: float) -> float:
     return round(100 * (predicted - measured) / measured, 1)
 
@@ -132,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         measured = {k: statistics.median(r[1][k] for r in runs[model]) for k in runs[model][0][1]}
         errors = [_error(r[0]["total"], r[1]["total"]) for r in runs[model]]
         rows.append({"model": model, "ranks": collectives.size(),
-                     "predicted_ms": {k: round(v * 1e3, 3) for k, v in predicted.items()},
-                     "measured_ms": {k: round(v * 1e3, 3) for k, v in measured.items()},
+                     "predicted_ms": _ms(predicted), "measured_ms": _ms(measured),
                      "run_errors_pct": errors,
+                     "runs_ms": [{"predicted": _ms(r[0]), "measured": _ms(r[1])}
+                                 for r in runs[model]],
                      "median_run_error_pct": round(statistics.median(errors), 1),
                      "error_of_medians_pct": _error(predicted["total"], measured["total"]),
                      "disturbed_runs": {str(i + 1): r[2] for i, r in enumerate(runs[model])
