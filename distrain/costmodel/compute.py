@@ -47,6 +47,7 @@ import numpy as np
 from distrain.costmodel.model_cuts import submodels
 from distrain.costmodel.step_terms import (allreduce_term, apply_term, batch_fetch,
                                          sparse_gradient, sparse_rows, whole_function)
+from distrain.train.objective import correct_count, loss_function, step_loss
 
 __all__ = ["step_functions", "pair_rounds", "adjacent_pairs", "time_in_turn",
            "median_seconds"]
@@ -320,12 +321,11 @@ def _loss_piece(tf, num_classes: int, batch_size: int, rng) -> tuple:
     Returns:
         ``(labels, piece)``: the labels the step takes as an argument, and the piece.
     """
-    import keras
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss_fn = loss_function()
     labels = tf.constant(rng.integers(0, num_classes, size=batch_size), tf.int64)
     logits = _random(tf, (batch_size, num_classes), "float32", rng)
 
     def loss_and_correct(z):
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(z, axis=-1), labels), tf.float32))
-        return loss_fn(labels, z), tf.stop_gradient(correct)
+        # the model's own losses are in the whole model's term, not in this sub-model's
+        return step_loss(None, loss_fn, labels, z), tf.stop_gradient(correct_count(z, labels))
     return labels, _Piece(loss_and_correct, [logits], [])

@@ -9,6 +9,8 @@ from typing import Callable
 
 import numpy as np
 
+from distrain.train.objective import correct_count, loss_function, step_loss
+
 __all__ = ["whole_function", "sparse_rows", "sparse_gradient", "batch_fetch",
            "allreduce_term", "apply_term"]
 
@@ -18,8 +20,7 @@ def whole_function(tf, model, arguments: list, with_loss: bool) -> Callable[[], 
     ``arguments`` (the inputs, then the labels where ``with_loss``): the gradients of every
     trainable weight of the loss (the model's own losses added), and the count of correct
     predictions; without the loss, the backward is seeded with ones."""
-    import keras
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss_fn = loss_function()
     inputs = arguments[:-1] if with_loss else arguments
     variables = list(model.trainable_variables)
 
@@ -28,14 +29,10 @@ def whole_function(tf, model, arguments: list, with_loss: bool) -> Callable[[], 
         xs = [tf.identity(x) for x in inputs]
         with tf.GradientTape() as tape:
             out = model(xs if len(xs) > 1 else xs[0], training=True)
-            loss = loss_fn(arguments[-1], out) if with_loss else out
-            if with_loss and model.losses:
-                loss = loss + tf.add_n(model.losses)
+            loss = step_loss(model, loss_fn, arguments[-1], out) if with_loss else out
         if not with_loss:
             return tape.gradient(loss, variables)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(out, axis=-1), arguments[-1]),
-                                        tf.float32))
-        return tape.gradient(loss, variables), correct
+        return tape.gradient(loss, variables), correct_count(out, arguments[-1])
 
     return whole
 

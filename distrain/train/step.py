@@ -17,6 +17,7 @@ from __future__ import annotations
 from distrain import collectives
 from distrain.overlap import finish_overlapped_allreduce, start_overlapped_allreduce
 from distrain.timing.timer import StepTimer
+from distrain.train.objective import correct_count, loss_function, step_loss
 
 __all__ = ["TrainStep"]
 
@@ -36,31 +37,26 @@ class TrainStep:
     def __init__(self, model, optimizer, compression, timer: StepTimer, overlap: bool = False,
                  passes: int = 1):
         import tensorflow as tf
-        import keras
         self.model = model
         self.optimizer = optimizer
         self.compression = compression
         self.timer = timer
         self.variables = list(model.trainable_variables)
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        loss_fn = loss_function()
 
         def compute(x, y, earlier=(), last=True):
             """One pass. ``earlier``: the summed gradients of the step's passes before this
             one. Returns the sum so far, or on the ``last`` pass the step's mean gradients."""
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)
-                loss = loss_fn(y, logits)
-                if model.losses:
-                    loss = loss + tf.add_n(model.losses)
+                loss = step_loss(model, loss_fn, y, logits)
             grads = tape.gradient(loss, self.variables)
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.variables)]
             if earlier:
                 grads = [g + e for g, e in zip(grads, earlier)]
                 if last:
                     grads = [g / passes for g in grads]
-            correct = tf.reduce_sum(tf.cast(
-                tf.equal(tf.argmax(logits, axis=-1), tf.cast(y, tf.int64)), tf.float32))
-            return loss, correct, grads
+            return loss, correct_count(logits, y), grads
 
         def apply(grads):
             optimizer.apply_gradients(zip(grads, self.variables))
