@@ -4,9 +4,10 @@ For each model (default: the built-ins mlp, cnn and resnet) it trains on synthet
 ``--steps`` steps with the cost model on, ``--repeats`` times, and prints the predicted and
 measured (median over ranks of each rank's median, then over the runs) time of each phase
 and of the whole step (each run's own under ``runs_ms`` in ``--json``), then each run's
-signed error of the total, (predicted - measured) / measured, with their median, and which runs were disturbed (ranks whose steps scattered or
-lagged: :mod:`distrain.timing.trust`). The closing line is over every run of every model:
-the median and the worst |error|. It also prints what the step timer itself costs.
+signed error of the total, (predicted - measured) / measured, with their median, and which
+runs were disturbed (ranks whose steps scattered or lagged: :mod:`distrain.timing.trust`).
+The closing line is over every run of every model: the median and the worst |error|. It
+also prints what the step timer itself costs.
 
 With ``--hosts N`` (root) it is not run under a launcher: it makes ``N`` network-namespace
 hosts whose links ``tc`` limits to ``--rate`` (as ``python -m distrain.bench network``),
