@@ -103,10 +103,9 @@ def run(config: TrainConfig) -> TrainResult:
 def _open_data(config: TrainConfig, rank: int, size: int):
     """Opens this rank's shard of the dataset; returns it and the steps of an epoch, agreed
     by every rank."""
-    data = agree(lambda: datasets.open_source(config.dataset, config.seed,
-                                               config.rank_step_batch(),
-                                               rank, size, config.image_size,
-                                               config.synthetic_spec()))
+    data = agree(lambda: datasets.open_source(
+        config.dataset, config.seed, config.rank_step_batch(), rank, size, config.image_size,
+        config.synthetic_spec()))
     summary = agree(data.summary)  # this rank's shard, read once
     summaries = collectives.allgather_object(summary) if size > 1 else [summary]
     steps = agree(lambda: data.settle(summaries, config.rank_step_batch(), size,
@@ -311,8 +310,7 @@ class _Run:
         Raises:
             DivergenceError: some rank's weights differ from rank 0's.
         """
-        digest = checkpoint.weights_digest(np.asarray(v)
-                                           for v in self.model.trainable_variables)
+        digest = checkpoint.weights_digest(np.asarray(v) for v in self.model.trainable_variables)
         digests = collectives.allgather_object(digest)
         diverged = [r for r, d in enumerate(digests) if d != digests[0]]
         if diverged:
