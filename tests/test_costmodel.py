@@ -72,6 +72,19 @@ def test_allreduce_time_with_a_timed_host_share_adds_only_the_messages():
     assert comm.allreduce_time(shapes, dtypes, size=1, host=2e-3) == pytest.approx(2e-3)
 
 
+def test_messages_follow_the_calibration_sweep_at_its_world_size():
+    curve = ((256, 2e-5), (1 << 19, 1e-3), (1 << 20, 1.5e-3))
+    comm = CommModel(size=2, alpha=1e-6, beta=1e-9, chunk_bytes=1 << 20, curve=curve)
+    shapes, dtypes = [((1 << 18) + (1 << 17),)], ["float32"]  # 1.5 MiB: a chunk and a half
+    assert comm.allreduce_time(shapes, dtypes, host=0.0) == pytest.approx(2.5e-3)
+    assert comm.message_time(3 << 18) == pytest.approx(1.25e-3)   # between two sizes
+    assert comm.message_time(100) == pytest.approx(2e-5)          # below the smallest
+    # other world sizes, and messages beyond the sweep, take the ring line
+    at_four = ring_time(1 << 20, 4, 1e-6, 1e-9) + ring_time(1 << 19, 4, 1e-6, 1e-9)
+    assert comm.allreduce_time(shapes, dtypes, size=4, host=0.0) == pytest.approx(at_four)
+    assert comm.message_time(1 << 21) == pytest.approx(ring_time(1 << 21, 2, 1e-6, 1e-9))
+
+
 def test_expected_wait_is_the_mean_of_the_slowest_less_the_median():
     rounds = [1.0, 2.0, 3.0, 4.0]
     assert costmodel.expected_wait(rounds, 1) == 0.0

@@ -146,6 +146,18 @@ def test_a_cache_is_reused_until_a_run_marks_it_stale(local):
     assert not calibration.mark_stale(str(local / "missing.json"), "nothing there")
 
 
+def test_a_cached_calibrations_sweep_is_the_models_curve(local):
+    path = calibration.load_or_calibrate().calibration["path"]
+    with open(path) as handle:
+        record = json.load(handle)
+    record["sweep"] = {"sizes": [256, 1 << 20], "seconds": [1e-5, 1e-3]}
+    with open(path, "w") as handle:
+        json.dump(record, handle)
+    model = calibration.load_or_calibrate()
+    assert model.calibration["source"] == "cache"
+    assert model.curve == ((256, 1e-5), (1 << 20, 1e-3))
+
+
 def test_an_implausible_fit_is_used_but_never_cached(local, monkeypatch):
     real = calibration.calibrate
 

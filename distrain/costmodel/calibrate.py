@@ -7,9 +7,10 @@ Every rank joins (it is a collective):
   messages, the slowest rank's median per size, fitted with
   :func:`distrain.costmodel.ring.fit_alpha_beta` (whose misses say whether the sweep can
   be trusted: :func:`fit_problem`), with ``beta`` then set to put the line through the
-  chunk's time (:func:`chunk_beta`). Each size is timed as a run of messages
-  back to back over fresh parts of one buffer, as a fused bucket's chunks go, and counts a
-  run's time per message: :data:`RUN` messages, and at the chunk size as many as fill the
+  chunk's time (:func:`chunk_beta`); the sweep itself is kept as the model's ``curve``,
+  which it follows at this world size (the line serves the others). Each size is timed as
+  a run of messages back to back over fresh parts of one buffer, as a fused bucket's chunks
+  go, and counts a run's time per message: :data:`RUN` messages, and at the chunk size as many as fill the
   fusion threshold. One message alone, repeated, finds its buffer in the caches and its link
   idle: over 1 Gbit namespace links, single 1 MiB messages and runs of four moved
   0.87-0.97 Gbit/s where a step's gradients moved ~0.6;
@@ -192,12 +193,18 @@ def calibrate(repeats: int = 20) -> CommModel:
     calibration = {"source": "measured", "measured_at": time.time(),
                    "load": _load_per_core(), "problem": problem, "sweep": sweep}
     return CommModel(size, alpha, beta, gamma, call_overhead, tensor_overhead, chunk,
-                     threshold, calibration)
+                     threshold, calibration, curve=_curve(sweep))
+
+
+def _curve(sweep) -> tuple:
+    """The sweep as :attr:`CommModel.curve`: ``(bytes, seconds)`` pairs, smallest first."""
+    sweep = sweep or {}
+    return tuple(zip(sweep.get("sizes", ()), sweep.get("seconds", ())))
 
 
 def _constants(model: CommModel) -> dict:
     return {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-            if f.name not in ("calibration", "wire_dtype")}
+            if f.name not in ("calibration", "wire_dtype", "curve")}  # the curve: "sweep"
 
 
 def load_or_calibrate(recalibrate: bool = False) -> CommModel:
@@ -230,8 +237,9 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
             _write(path, dict(_constants(model), version=VERSION, **model.calibration))
         return dataclasses.replace(model, calibration=dict(model.calibration, path=path))
     fields = {k: cached[k] for k in CommModel.__dataclass_fields__
-              if k in cached and k not in ("calibration", "wire_dtype")}
+              if k in cached and k not in ("calibration", "wire_dtype", "curve")}
     fields["fusion_threshold"] = collectives.fusion_threshold()
+    fields["curve"] = _curve(cached.get("sweep"))
     fields["calibration"] = {"source": "cache", "measured_at": cached.get("measured_at"),
                              "load": cached.get("load"), "problem": "", "path": path}
     return CommModel(**fields)
