@@ -88,6 +88,21 @@ def test_training_runs_across_two_hosts_over_tcp(hosts, tmp_path):
 
 
 @pytest.mark.timeout(40)
+def test_hosts_with_unequal_rank_counts_train_together(hosts, tmp_path):
+    # two ranks on one host, one on the other: every rank must cut messages alike (the
+    # lone second rank once took the one-host chunk size, and the first allreduce failed)
+    slots = f"{hosts.addresses[0]}:2,{hosts.addresses[1]}:1"
+    done = subprocess.run(["distrain-run", "-np", "3", "-H", slots, *hosts.mpi_flags(),
+                           sys.executable, "-c", TRAIN, str(tmp_path), "10", "0"],
+                          capture_output=True, text=True, timeout=35)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if " rank " in line]
+    assert sorted(line.split(" rank ")[1].split()[0] for line in lines) == \
+        ["0/3", "1/3", "2/3"]
+    assert len({line.split(" w=")[1] for line in lines}) == 1
+
+
+@pytest.mark.timeout(40)
 def test_killing_one_hosts_rank_ends_the_job_naming_it(hosts, tmp_path):
     addresses, names = hosts.addresses, _names(hosts)
     proc = subprocess.Popen(_argv(hosts, steps=100000, pause=0.01,

@@ -78,15 +78,18 @@ class MPIBackend(EngineBackend):
         cross = self.comm.Split(local.Get_rank(), key=rank)
         super().__init__(World(rank, size, local.Get_rank(), local.Get_size(),
                                cross.Get_rank(), cross.Get_size(), world.launcher))
-        self.homogeneous = len(set(self.comm.allgather(local.Get_size()))) == 1
+        layout = self.comm.allgather((local.Get_rank(), local.Get_size()))
+        self.homogeneous = len({ranks for _, ranks in layout}) == 1
+        # The hosts, each counted by its local rank 0. Not cross_size: with hosts of
+        # unequal rank counts that differs between ranks, and so would their chunk size.
+        hosts = sum(1 for local_rank, _ in layout if local_rank == 0)
         local.Free()
         cross.Free()
         self.transport = MPITransport(MPI, self.comm)
         self.engine = FusedEngine(
             self.transport,
             env.int_setting(env.FUSION_THRESHOLD, DEFAULT_FUSION_THRESHOLD, minimum=0),
-            env.int_setting(env.CHUNK_BYTES, default_chunk_bytes(self.world.cross_size),
-                            minimum=0))
+            env.int_setting(env.CHUNK_BYTES, default_chunk_bytes(hosts), minimum=0))
         self.stall = StallInspector(
             self.comm, env.float_setting(env.STALL_WARNING_SECONDS, 60.0),
             env.float_setting(env.STALL_SHUTDOWN_SECONDS, 0.0), self.abort)
