@@ -10,10 +10,10 @@ Every rank joins (it is a collective):
   chunk's time (:func:`chunk_beta`); the sweep itself is kept as the model's ``curve``,
   which it follows at this world size (the line serves the others). Each size is timed as
   a run of messages back to back over fresh parts of one buffer, as a fused bucket's chunks
-  go, and counts a run's time per message: :data:`RUN` messages, and at the chunk size as many as fill the
-  fusion threshold. One message alone, repeated, finds its buffer in the caches and its link
-  idle: over 1 Gbit namespace links, single 1 MiB messages and runs of four moved
-  0.87-0.97 Gbit/s where a step's gradients moved ~0.6;
+  go, and counts a run's time per message: :data:`RUN` messages, and at the chunk size as
+  many as fill the fusion threshold. One message alone, repeated, finds its buffer in the
+  caches and its link idle: over 1 Gbit namespace links, single 1 MiB messages and runs of
+  four moved 0.87-0.97 Gbit/s where a step's gradients moved ~0.6;
 - ``gamma``: one packing pass (copy and scale) over 4 MiB on the host;
 - ``call_overhead``: ``grouped_allreduce`` of one small tensor less its host share
   (:mod:`distrain.costmodel.host`) and its ring time: the negotiation;
