@@ -56,6 +56,9 @@ RUN = 4  # messages timed back to back per size of the sweep
 # messages took 0.84-1.5 ms where the line through the others said 0.69 (and 16 MiB ones
 # 1.7 ms); a sweep taken while another process held the cores misses by ten times.
 MAX_MISS = 3.0
+# CommModel fields the cache file does not hold as constants: where they came from, the
+# job's compression, and the curve (kept as the calibration's "sweep")
+_NOT_CONSTANTS = ("calibration", "wire_dtype", "curve")
 
 
 def cache_path(size: int, backend: str, local_size: int | None = None) -> str:
@@ -204,7 +207,7 @@ def _curve(sweep) -> tuple:
 
 def _constants(model: CommModel) -> dict:
     return {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-            if f.name not in ("calibration", "wire_dtype", "curve")}  # the curve: "sweep"
+            if f.name not in _NOT_CONSTANTS}
 
 
 def load_or_calibrate(recalibrate: bool = False) -> CommModel:
@@ -237,7 +240,7 @@ def load_or_calibrate(recalibrate: bool = False) -> CommModel:
             _write(path, dict(_constants(model), version=VERSION, **model.calibration))
         return dataclasses.replace(model, calibration=dict(model.calibration, path=path))
     fields = {k: cached[k] for k in CommModel.__dataclass_fields__
-              if k in cached and k not in ("calibration", "wire_dtype", "curve")}
+              if k in cached and k not in _NOT_CONSTANTS}
     fields["fusion_threshold"] = collectives.fusion_threshold()
     fields["curve"] = _curve(cached.get("sweep"))
     fields["calibration"] = {"source": "cache", "measured_at": cached.get("measured_at"),

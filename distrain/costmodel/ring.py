@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -150,9 +151,15 @@ class CommModel:
         """
         size = self.size if size is None else size
         if self.curve and size == self.size and nbytes <= self.curve[-1][0]:
-            sizes, seconds = zip(*self.curve)
+            sizes, seconds = self._curve_axes
             return float(np.interp(nbytes, sizes, seconds))
         return ring_time(nbytes, size, self.alpha, self.beta)
+
+    @functools.cached_property
+    def _curve_axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The curve's sizes and times as arrays, made once (a prediction asks per chunk)."""
+        sizes, seconds = zip(*self.curve)
+        return np.asarray(sizes, float), np.asarray(seconds, float)
 
     def allreduce_time(self, shapes: Sequence, dtypes: Sequence, size: int | None = None,
                        fusion_threshold: int | None = None, host: float | None = None) -> float:
