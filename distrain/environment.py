@@ -147,8 +147,9 @@ class World:
         size: number of ranks in the job.
         local_rank: rank among the ranks on this host.
         local_size: number of ranks on this host.
-        cross_rank: index of this host among the hosts.
-        cross_size: number of hosts.
+        cross_rank: index of this host among the hosts with a rank of this local rank.
+        cross_size: number of hosts with a rank of this local rank (Horovod's meaning: the
+            number of hosts when every host runs as many ranks).
         launcher: which launcher's variables were read: ``horovodrun``, ``openmpi``,
             ``slurm``, ``mpich`` or ``none``.
         gloo: True when horovodrun started the process in Gloo mode (no MPI world).
