@@ -34,27 +34,49 @@ def _tf():
     return sys.modules.get("tensorflow")
 
 
+# What each Python type is, found once per type: every tensor of a grouped call is asked
+# several times whether it is a TensorFlow value or sparse, and TensorFlow's classes answer
+# isinstance through abc.
+_NOT_TF, _TF_TENSOR, _TF_VARIABLE = 0, 1, 2
+_TF_KIND_OF_TYPE: dict = {}
+_SLICES_TYPES: dict = {}
+
+
+def _tf_kind(cls) -> int:
+    known = _TF_KIND_OF_TYPE.get(cls)
+    if known is None:
+        tf = _tf()
+        if tf is None:          # not remembered: TensorFlow may be imported later
+            return _NOT_TF
+        known = _TF_KIND_OF_TYPE[cls] = (
+            _TF_VARIABLE if issubclass(cls, tf.Variable) else
+            _TF_TENSOR if issubclass(cls, tf.Tensor) else _NOT_TF)
+    return known
+
+
 def kind_of(value) -> str:
     """Returns :attr:`Kind.TENSOR` for TensorFlow values, else :attr:`Kind.NUMPY`."""
-    tf = _tf()
-    if tf is not None and isinstance(value, (tf.Tensor, tf.Variable)):
-        return Kind.TENSOR
-    return Kind.NUMPY
+    return Kind.TENSOR if _tf_kind(type(value)) else Kind.NUMPY
 
 
 def is_indexed_slices(value) -> bool:
     """True for ``tf.IndexedSlices`` (the sparse gradients of an Embedding layer)."""
-    tf = _tf()
-    return tf is not None and isinstance(value, tf.IndexedSlices)
+    cls = type(value)
+    known = _SLICES_TYPES.get(cls)
+    if known is None:
+        tf = _tf()
+        if tf is None:
+            return False
+        known = _SLICES_TYPES[cls] = issubclass(cls, tf.IndexedSlices)
+    return known
 
 
 def is_symbolic(values: Sequence) -> bool:
     """True when any value is a graph tensor (inside ``tf.function``)."""
     tf = _tf()
-    if tf is None:
+    if tf is None or tf.executing_eagerly():
         return False
-    return any(isinstance(v, (tf.Tensor, tf.Variable)) and not tf.executing_eagerly()
-               for v in values)
+    return any(_tf_kind(type(v)) for v in values)
 
 
 def to_numpy(value) -> np.ndarray:
@@ -69,18 +91,20 @@ def to_numpy(value) -> np.ndarray:
     Raises:
         TypeError: the value is not numeric.
     """
-    tf = _tf()
-    if tf is not None and isinstance(value, tf.Variable):
+    if _tf_kind(type(value)) == _TF_VARIABLE:
         value = value.read_value()
     try:
         array = np.asarray(value)
     except ValueError:  # bfloat16 tensors expose no __array__ buffer; .numpy() copies
         array = value.numpy()
-    if array.dtype == object or array.dtype.kind in "US" or (
-            array.dtype.kind == "V" and array.dtype.name != "bfloat16"):
+    kind = array.dtype.kind
+    if kind not in _NUMERIC_KINDS and not (kind == "V" and array.dtype.name == "bfloat16"):
         raise TypeError(f"collectives take numeric tensors, not {type(value).__name__} of "
                         f"dtype {array.dtype}")
     return _contiguous(array)
+
+
+_NUMERIC_KINDS = frozenset("biufc")
 
 
 def _contiguous(array: np.ndarray) -> np.ndarray:
@@ -101,9 +125,9 @@ def from_numpy(array: np.ndarray, kind: str):
     if kind == Kind.NUMPY:
         return array
     tf = _tf()
-    if array.size and is_aligned(array) and array.dtype.kind in "fiu" and \
-            array.dtype.name != "bfloat16" and array.flags.c_contiguous and \
-            array.flags.writeable:
+    # bfloat16's kind is "V": it is converted with a copy
+    if array.dtype.kind in "fiu" and array.size and array.flags.c_contiguous and \
+            array.flags.writeable and is_aligned(array):
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
     return tf.convert_to_tensor(array)
 
