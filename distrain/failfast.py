@@ -8,11 +8,13 @@ srun and distrain-run then stop the other ranks themselves.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 
-from distrain.protocol import ExitCode
+from distrain import environment as env
+from distrain.protocol import ExitCode, Record, format_record
 
-__all__ = ["install", "uninstall", "exit_code_of"]
+__all__ = ["install", "uninstall", "exit_code_of", "announce_abort"]
 
 _previous_hook = None
 
@@ -27,6 +29,21 @@ def exit_code_of(exc: BaseException) -> int:
             return ExitCode.OK
         return code if isinstance(code, int) else ExitCode.FAILED
     return ExitCode.FAILED
+
+
+def announce_abort(rank: int, code: int) -> None:
+    """Tells distrain-run, where it started this rank, that this rank is ending the job with
+    ``code`` (a record line on stdout, :mod:`distrain.protocol`).
+
+    An abort tears every rank down at once, the rank wrappers with them: across hosts the
+    wrapper's own report of its program's exit can be lost in that teardown, and what mpirun
+    still passes on may come untagged. This record, written before the abort and naming its
+    rank, lets distrain-run name the rank that ended the job and why.
+    """
+    if env.setting(env.LAUNCHER) == "distrain-run":
+        sys.stdout.write(format_record(Record.ABORT, code=int(code),
+                                       time=f"{time.time():.6f}", rank=rank))
+        sys.stdout.flush()
 
 
 def install(rank: int, abort) -> None:

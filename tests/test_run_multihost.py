@@ -103,6 +103,27 @@ def test_hosts_with_unequal_rank_counts_train_together(hosts, tmp_path):
 
 
 @pytest.mark.timeout(40)
+def test_ranks_that_abort_the_job_are_named_with_their_error(hosts):
+    # both ranks find the mismatch and abort at once; the teardown takes the rank wrappers'
+    # exit records with it, and mpirun passes the last lines on untagged (seen in 2 runs of
+    # 12 before the ranks' own abort records named them): the summary must still name a
+    # rank that failed and its code, not a host gone away
+    addresses, names = hosts.addresses, _names(hosts)
+    program = ("import distrain as hvd, numpy as np\nhvd.init()\n"
+               "hvd.allreduce(np.ones(4 + hvd.rank()), name='mismatched')\n")
+    done = subprocess.run(["distrain-run", "-np", "2", *hosts.launch_args(), sys.executable,
+                           "-c", program], capture_output=True, text=True, timeout=35)
+    assert done.returncode == 1, done.stderr[-3000:]
+    named = [f"rank {r} on host {names[addresses[r]]} ({addresses[r]}) exited with code 1"
+             for r in (0, 1)]
+    summary = [line for line in done.stderr.splitlines() if line.startswith("distrain-run:")]
+    assert summary and any(summary[-1].startswith(f"distrain-run: {n}") for n in named), \
+        done.stderr[-3000:]
+    assert "CollectiveMismatchError" in done.stderr
+    assert "went away" not in done.stderr
+
+
+@pytest.mark.timeout(40)
 def test_killing_one_hosts_rank_ends_the_job_naming_it(hosts, tmp_path):
     addresses, names = hosts.addresses, _names(hosts)
     proc = subprocess.Popen(_argv(hosts, steps=100000, pause=0.01,

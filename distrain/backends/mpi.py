@@ -26,6 +26,7 @@ from distrain.engine.adasum import adasum
 from distrain.engine.exchange import alltoall, reducescatter, splits_problem
 from distrain.engine.fused import FusedEngine
 from distrain.engine.fusion import DEFAULT_FUSION_THRESHOLD, default_chunk_bytes
+from distrain.failfast import announce_abort
 from distrain.environment import World, WorldError
 from distrain.ops import ReduceOp
 
@@ -273,6 +274,7 @@ class MPIBackend(EngineBackend):
             self.comm.allgather(None)
 
     def abort(self, code):
+        announce_abort(self.world.rank, code)
         sys.stdout.flush()
         sys.stderr.flush()
         self.MPI.COMM_WORLD.Abort(code)

@@ -7,7 +7,9 @@ per rank), and:
 
 - reports to distrain-run on its stdout, in records (:mod:`distrain.protocol`): ``start``
   (host, pids) at once, ``beat`` every ``--heartbeat`` seconds, ``exit`` with the program's
-  exit code, when it ended (wall clock), and whether that followed a request to stop;
+  exit code, when it ended (wall clock), and whether that followed a request to stop; the
+  start and exit records name the rank, since mpirun may pass a job's last lines on untagged
+  while it tears the job down;
 - gives the program the per-rank thread defaults it has not set itself: ``max(1, cores //
   ranks on this host)`` for each variable named by ``--thread-vars``;
 - passes the program's output on line by line, and a segment ended by ``\\r`` (a progress
@@ -187,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.TERMINATED
     pid, out_r, err_r = _spawn(command, environ)
     state["child"] = pid
+    state["rank"] = environ.get(options.get("--rank-var", ""), "?")
     _record(Record.START, host=os.uname().nodename, pid=os.getpid(), program_pid=pid,
-            rank=environ.get(options.get("--rank-var", ""), "?"))
+            rank=state["rank"])
     return _pump(pid, {out_r: (1, Splitter()), err_r: (2, Splitter())}, heartbeat, state)
 
 
@@ -249,7 +252,7 @@ def _pump(pid: int, streams: dict, heartbeat: float, state: dict) -> int:
     signum = -code if code < 0 else 0
     code = signal_exit_code(signum) if signum else code
     _record(Record.EXIT, code=code, signal=signum, stopped=int(state["stopped"]),
-            time=f"{ended or time.time():.6f}")
+            time=f"{ended or time.time():.6f}", rank=state.get("rank", "?"))
     return code
 
 

@@ -81,6 +81,7 @@ class _Rank:
     signal: int = 0
     ended: float = 0.0
     elastic: bool = False
+    aborted: bool = False      # the program said it ends the job (Record.ABORT)
     stderr: collections.deque = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=STDERR_LINES))
 
@@ -163,6 +164,11 @@ class _Output:
         text = (raw[:-1] if bar else raw).decode("utf-8", "replace")
         match = self.tag.match(text)
         if match is None:
+            record = parse_record(text)
+            rank = record[1].get("rank", "") if record else ""
+            if rank.isdigit():    # mpirun tearing a job down may pass a rank's lines untagged
+                self._record(int(rank), self.ranks.setdefault(int(rank), _Rank()), *record)
+                return
             self.console.plain(stream, text)
             if text.strip(" -"):
                 self.mpirun_tail.append(text)
@@ -190,7 +196,13 @@ class _Output:
             self.started.add(rank)
         elif kind is Record.ELASTIC:
             state.elastic = True
-        elif kind is Record.EXIT:
+        elif kind is Record.ABORT:
+            # the program ends the job: its wrapper's exit record may not outlive the teardown
+            state.aborted = True
+            state.exit_code, state.signal = int(fields.get("code", ExitCode.FAILED)), 0
+            state.ended = float(fields.get("time", "0") or 0)
+            self.on_failure(rank)
+        elif kind is Record.EXIT and not state.aborted:
             state.exit_code = int(fields.get("code", ExitCode.FAILED))
             state.signal = int(fields.get("signal", "0"))
             state.ended = float(fields.get("time", "0") or 0)
