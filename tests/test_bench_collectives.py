@@ -49,6 +49,7 @@ def test_bench_reduces_a_models_own_gradient_list():
     assert (row["model"], row["tensors"], row["ranks"]) == ("mlp", 6, 2)
     assert row["megabytes"] == round(weights * 4 / 1e6, 1)
     assert row["distrain_ms"] > 0 and row["raw_mpi_ms"] > 0 and row["raw_mpi_chunked_ms"] > 0
+    assert row["raw_mpi_in_place_ms"] > 0 and row["distrain_numpy_ms"] > 0
 
 
 @pytest.mark.mpi

@@ -5,6 +5,9 @@ that model's own gradient list) with ``distrain.grouped_allreduce`` and, for ref
 numpy buffer with one ``mpi4py`` ``Allreduce``. Prints the median of each, their ratio, and
 the bus bandwidth as nccl-tests define it. The same bytes Allreduced in distrain's chunk size
 are printed too, to show what chunking alone buys: busbw = algbw x 2(p-1)/p, algbw = bytes / time.
+Two more rows show where distrain's time goes: the raw call in place (no copy of the input:
+what is left once the tensors are in one buffer), and the same gradients passed to
+``grouped_allreduce`` as numpy arrays (no TensorFlow conversions).
 
 ``--op alltoall|reducescatter|allgather|broadcast`` times that collective of one
 ``--megabytes`` tensor against its raw mpi4py call instead, and ``--process-set R,R,...``
@@ -188,10 +191,13 @@ def main(argv: list[str] | None = None) -> int:
             print_records(records, args.model or "resnet50 (shapes)", size, nbytes, args.json)
         collectives.shutdown()
         return 0
-    # in turn each iteration, so a slow spell of the host falls on all three alike
-    raw, raw_chunked_time, ours = paired_medians(
+    arrays = [np.asarray(g) for g in grads]   # the same gradients, with no TensorFlow around
+    # in turn each iteration, so a slow spell of the host falls on all of them alike
+    raw, raw_chunked_time, raw_in_place, ours, ours_numpy = paired_medians(
         [lambda: comm.Allreduce(flat_in, flat_out, MPI.SUM), raw_chunked,
-         lambda: collectives.grouped_allreduce(grads, compression=compression)],
+         lambda: comm.Allreduce(MPI.IN_PLACE, flat_out, MPI.SUM),
+         lambda: collectives.grouped_allreduce(grads, compression=compression),
+         lambda: collectives.grouped_allreduce(arrays, compression=compression)],
         comm, args.iters, args.warmup)
     result = {
         "model": args.model or "resnet50 (shapes)",
@@ -199,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         "compression": args.compression,
         "distrain_ms": round(ours * 1e3, 2), "raw_mpi_ms": round(raw * 1e3, 2),
         "raw_mpi_chunked_ms": round(raw_chunked_time * 1e3, 2),
+        "raw_mpi_in_place_ms": round(raw_in_place * 1e3, 2),
+        "distrain_numpy_ms": round(ours_numpy * 1e3, 2),
         "ratio": round(ours / raw, 3) if raw > 0 else None,
         "distrain_busbw_gbs": round(bus_bandwidth(nbytes, ours, size) / 1e9, 2),
         "raw_mpi_busbw_gbs": round(bus_bandwidth(nbytes, raw, size) / 1e9, 2),
@@ -218,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  raw MPI Allreduce (1 call)  {result['raw_mpi_ms']:9.2f} ms   "
                   f"busbw {result['raw_mpi_busbw_gbs']:6.2f} GB/s")
             print(f"  raw MPI, chunked as distrain {result['raw_mpi_chunked_ms']:8.2f} ms")
+            print(f"  raw MPI, in place (1 call)  {result['raw_mpi_in_place_ms']:9.2f} ms")
+            print(f"  distrain, numpy arrays      {result['distrain_numpy_ms']:9.2f} ms")
             print(f"  ratio distrain / raw        {result['ratio']:9.3f}", flush=True)
     collectives.shutdown()
     return 0
