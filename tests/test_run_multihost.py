@@ -104,10 +104,9 @@ def test_hosts_with_unequal_rank_counts_train_together(hosts, tmp_path):
 
 @pytest.mark.timeout(40)
 def test_ranks_that_abort_the_job_are_named_with_their_error(hosts):
-    # both ranks find the mismatch and abort at once; the teardown takes the rank wrappers'
-    # exit records with it, and mpirun passes the last lines on untagged (seen in 2 runs of
-    # 12 before the ranks' own abort records named them): the summary must still name a
-    # rank that failed and its code, not a host gone away
+    # both ranks find the mismatch and abort at once; the teardown can take the rank
+    # wrappers' exit records with it, and mpirun may pass the last lines on untagged: the
+    # summary must still name a rank that failed and its code, not a host gone away
     addresses, names = hosts.addresses, _names(hosts)
     program = ("import distrain as hvd, numpy as np\nhvd.init()\n"
                "hvd.allreduce(np.ones(4 + hvd.rank()), name='mismatched')\n")
