@@ -3,9 +3,8 @@ exit codes.
 
 The rank wrapper (:mod:`distrain.run.rank`), the rank-side elastic API
 (:mod:`distrain.elastic.requests`) and a rank that aborts the job (:mod:`distrain.failfast`)
-write records; the supervisor reads them; every exit code
-distrain gives or reads is named here. Standard library only: the rank wrapper, started as
-``python -I -S``, imports it.
+write records; the supervisor reads them; every exit code distrain gives or reads is named
+here. Standard library only: the rank wrapper, started as ``python -I -S``, imports it.
 
 Example:
     >>> format_record(Record.EXIT, code=3, signal=0)
@@ -29,8 +28,7 @@ class Record(str, enum.Enum):
 
     START = "start"        # host, pid, program_pid, rank: the wrapper started the program
     BEAT = "beat"          # none: the wrapper is alive (every --heartbeat seconds)
-    EXIT = "exit"          # code, signal, stopped (after a request to stop), time (wall
-    #                        clock), rank
+    EXIT = "exit"          # code, signal, stopped (after a stop request), time, rank
     ELASTIC = "elastic"    # listening=1: the program takes resize requests (SIGUSR1)
     ABORT = "abort"        # code, time, rank: the program is ending every rank (MPI_Abort)
 
